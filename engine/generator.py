@@ -1,0 +1,214 @@
+"""The public Generator: load a checkpoint, generate token ids or text, compute logits."""
+import os
+import threading
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from xlagen import models
+from xlagen.kernels.search import NO_TOKEN
+from xlagen.models import GenerationArgumentError
+
+from . import decode, options
+
+EOS_SLOTS = 8  # EOS id vectors are padded to a multiple of this (see kernels.search.NO_TOKEN)
+
+
+def load(name_or_path):
+    """Load a checkpoint folder in Hub layout (or a Hub id, with huggingface_hub installed).
+
+    Reads config.json, model.safetensors or a sharded model.safetensors.index.json, and
+    generation_config.json and tokenizer.json when present.
+    Returns a Generator. Raises a subclass of xlagen.models.XlagenError naming the file at fault.
+    """
+    folder = models.resolve(name_or_path)
+    config, model = models.load_model(folder)
+    if model.unused:
+        warnings.warn(f"{folder}: tensors not used by {config.model_type}: {', '.join(model.unused[:10])}"
+                      + (" ..." if len(model.unused) > 10 else ""), stacklevel=2)
+    generation_config = models.read_json(os.path.join(folder, "generation_config.json"), required=False)
+    tokenizer = None
+    tokenizer_path = os.path.join(folder, "tokenizer.json")
+    if os.path.isfile(tokenizer_path):
+        from tokenizers import Tokenizer
+        try:
+            tokenizer = Tokenizer.from_file(tokenizer_path)
+        except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+            raise models.CheckpointFormatError(f"{tokenizer_path} is not a readable tokenizers file: {e}") from None
+    return Generator(folder, config, model, generation_config, tokenizer)
+
+
+def _as_ids(name, value):
+    """A [B, T] int32 numpy array from a list, array or tensor; 1-D input is one row."""
+    if isinstance(value, tf.Tensor):
+        value = value.numpy()
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged lists
+        raise GenerationArgumentError(f"{name} must be a rectangular [batch, length] array of ints; pad rows to one length") from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise GenerationArgumentError(f"{name} must have shape [batch, length] with both >= 1, got shape {list(array.shape)}")
+    if array.dtype == bool:
+        array = array.astype(np.int32)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise GenerationArgumentError(f"{name} must hold integers, got dtype {array.dtype}")
+    return array.astype(np.int32)
+
+
+class Generator:
+    """A loaded checkpoint plus its compiled generate programs.
+
+    Attributes:
+      config: the model config dataclass (models.gpt2.GPT2Config, ...).
+      generation_config: dict from generation_config.json, or None.
+      tokenizer: tokenizers.Tokenizer from tokenizer.json, or None.
+      path: the local folder the files were read from.
+      trace_count: how many generate programs have been traced so far.
+    """
+
+    def __init__(self, path, config, model, generation_config=None, tokenizer=None):
+        self.path, self.config, self.model = path, config, model
+        self.generation_config, self.tokenizer = generation_config, tokenizer
+        self._programs = {}  # static signature -> tf.function(jit_compile=True)
+        self._logit_programs = {}
+        self._lock = threading.Lock()
+        self.trace_count = 0
+
+    @property
+    def vocab_size(self):
+        return self.config.vocab_size
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def _check_inputs(self, input_ids, attention_mask):
+        ids = _as_ids("input_ids", input_ids)
+        mask = np.ones_like(ids) if attention_mask is None else _as_ids("attention_mask", attention_mask)
+        if mask.shape != ids.shape:
+            raise GenerationArgumentError(f"attention_mask has shape {list(mask.shape)} but input_ids has {list(ids.shape)}; they must match")
+        if not np.isin(mask, (0, 1)).all():
+            raise GenerationArgumentError("attention_mask must hold only 0 (padding) and 1 (token)")
+        if (mask.sum(axis=1) == 0).any():
+            raise GenerationArgumentError(f"rows {np.flatnonzero(mask.sum(axis=1) == 0).tolist()} of attention_mask are all padding; every row needs a token")
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        if (bad & (mask == 1)).any():
+            raise GenerationArgumentError(f"input_ids holds token ids outside [0, {self.vocab_size}): {sorted(set(ids[bad].tolist()))[:10]}")
+        if not self.config.is_encoder_decoder and (mask[:, -1] == 0).any():
+            warnings.warn("a row of attention_mask ends in padding: decoder-only models need left padding "
+                          "(tokenizer padding_side='left'); results for right-padded rows are not meaningful", stacklevel=3)
+        return np.where(mask == 1, ids, 0).astype(np.int32), mask
+
+    @staticmethod
+    def _pad_left(ids, mask, multiple, pad_id):
+        """Left-pad [B, W] to the next multiple of `multiple`, so prompts of one bucket share a program."""
+        width = ids.shape[1]
+        extra = -width % multiple
+        if not extra:
+            return ids, mask
+        return (np.pad(ids, ((0, 0), (extra, 0)), constant_values=pad_id), np.pad(mask, ((0, 0), (extra, 0))))
+
+    # -- generate ---------------------------------------------------------------------------
+
+    def _program(self, batch, prompt_len, max_new_tokens):
+        key = ("greedy", batch, prompt_len, max_new_tokens)
+        with self._lock:
+            if key not in self._programs:
+                model = self.model
+
+                def run(input_ids, attention_mask, eos_ids, pad_id, min_new_tokens):
+                    self.trace_count += 1  # runs once per trace, never in the compiled program
+                    knobs = decode.Knobs(eos_ids, pad_id, min_new_tokens)
+                    return decode.greedy(model, input_ids, attention_mask, max_new_tokens, knobs)
+
+                spec = tf.TensorSpec([batch, prompt_len], tf.int32)
+                scalar = tf.TensorSpec([], tf.int32)
+                self._programs[key] = tf.function(
+                    run, jit_compile=True, reduce_retracing=False,
+                    input_signature=[spec, spec, tf.TensorSpec([None], tf.int32), scalar, scalar])
+            return self._programs[key]
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Generate tokens after a batch of prompts.
+
+        Args:
+          input_ids: [B, W] ints (list, numpy or tf), left padded; a 1-D sequence is one row.
+          attention_mask: [B, W] of 0/1, or None for no padding.
+          **kwargs: transformers' generation options (max_new_tokens, max_length, min_new_tokens,
+            eos_token_id, pad_token_id, ...), defaults from generation_config.json then config.json;
+            and pad_to_multiple_of (default 8), the prompt-length bucket.
+        Returns:
+          np.ndarray int32 [B, W + max_new_tokens]: the prompt as given, then the new tokens,
+          pad_token_id after a row's EOS.
+        """
+        ids, mask = self._check_inputs(input_ids, attention_mask)
+        opts = options.resolve(kwargs, self.generation_config, self.config, ids.shape[1], self.vocab_size)
+        longest = int(mask.sum(axis=1).max()) + opts.max_new_tokens
+        if longest > self.config.max_positions:
+            raise GenerationArgumentError(
+                f"the longest prompt ({longest - opts.max_new_tokens} tokens) plus max_new_tokens={opts.max_new_tokens} "
+                f"is {longest}, beyond the model's {self.config.max_positions} positions; shorten the prompt or max_new_tokens")
+        padded_ids, padded_mask = self._pad_left(ids, mask, opts.pad_to_multiple_of, opts.pad_token_id)
+        eos = list(opts.eos_token_ids)
+        slots = EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS))
+        eos += [NO_TOKEN] * (slots - len(eos))
+        program = self._program(ids.shape[0], padded_ids.shape[1], opts.max_new_tokens)
+        new = program(tf.constant(padded_ids), tf.constant(padded_mask), tf.constant(eos, tf.int32),
+                      tf.constant(opts.pad_token_id, tf.int32), tf.constant(opts.min_new_tokens, tf.int32))
+        prompt = np.asarray(input_ids.numpy() if isinstance(input_ids, tf.Tensor) else input_ids).astype(np.int32)
+        return np.concatenate([prompt.reshape(ids.shape), new.numpy()], axis=1)
+
+    # -- text -------------------------------------------------------------------------------
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise GenerationArgumentError(f"{self.path} has no tokenizer.json; pass token ids to generate() instead")
+        return self.tokenizer
+
+    def generate_text(self, prompts, return_full_text=True, **kwargs):
+        """Generate from text prompts with the checkpoint's tokenizer.
+
+        Args:
+          prompts: a str or a list of str.
+          return_full_text: True returns prompt + completion (as transformers' pipeline does),
+            False only the completion.
+          **kwargs: as for generate.
+        Returns:
+          list[str], one per prompt, special tokens removed.
+        """
+        tokenizer = self._require_tokenizer()
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise GenerationArgumentError("prompts must be a str or a non-empty list of str")
+        encoded = [tokenizer.encode(p).ids for p in prompts]
+        if any(not e for e in encoded):
+            raise GenerationArgumentError("a prompt encodes to no tokens; give every prompt some text")
+        width = max(len(e) for e in encoded)
+        ids = np.zeros((len(encoded), width), np.int32)
+        mask = np.zeros_like(ids)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e):] = e
+            mask[row, width - len(e):] = 1
+        out = self.generate(ids, attention_mask=mask, **kwargs)
+        texts = []
+        for row, e in enumerate(encoded):
+            new = out[row, width:].tolist()
+            texts.append(tokenizer.decode((e if return_full_text else []) + new, skip_special_tokens=True))
+        return texts
+
+    # -- logits -----------------------------------------------------------------------------
+
+    def logits(self, input_ids, attention_mask=None):
+        """Logits of every position in one forward pass (decoder-only models).
+
+        Args:
+          input_ids: [B, T] ints, left padded.  attention_mask: [B, T] of 0/1, or None.
+        Returns:
+          np.ndarray float32 [B, T, V]. Values at padding positions are meaningless.
+        """
+        ids, mask = self._check_inputs(input_ids, attention_mask)
+        key = ids.shape
+        if key not in self._logit_programs:
+            self._logit_programs[key] = tf.function(self.model.logits, jit_compile=True)
+        return self._logit_programs[key](tf.constant(ids), tf.constant(mask)).numpy()

@@ -1,0 +1,74 @@
+"""Dense layers, normalisation and activation functions."""
+import math
+
+import tensorflow as tf
+
+
+def dense(x, kernel, bias=None):
+    """Affine map over the last axis.
+
+    Args:
+      x: [..., in] float.
+      kernel: [in, out] float (the (in, out) layout of GPT-2's Conv1D).
+      bias: [out] float or None.
+    Returns:
+      [..., out] float.
+    """
+    y = tf.linalg.matmul(x, kernel) if x.shape.rank == 2 else tf.einsum("...i,io->...o", x, kernel)
+    return y if bias is None else y + bias
+
+
+def layer_norm(x, scale, bias, eps):
+    """LayerNorm over the last axis, as torch.nn.LayerNorm (biased variance).
+
+    Args:
+      x: [..., E] float.  scale, bias: [E] float, or None for no affine part.
+      eps: python float added to the variance.
+    Returns:
+      [..., E] float.
+    """
+    mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+    y = (x - mean) * tf.math.rsqrt(var + eps)
+    if scale is not None:
+        y = y * scale
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3.0))))
+
+
+def _gelu_fast(x):
+    return 0.5 * x * (1.0 + tf.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+
+
+# Names as transformers' ACT2FN spells them in config.json.
+ACTIVATIONS = {
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_fast": _gelu_fast,
+    "quick_gelu": lambda x: x * tf.sigmoid(1.702 * x),
+    "relu": tf.nn.relu,
+    "relu6": tf.nn.relu6,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+    "sigmoid": tf.sigmoid,
+    "mish": lambda x: x * tf.tanh(tf.nn.softplus(x)),
+    "linear": tf.identity,
+}
+
+
+def activation(name):
+    """The activation function called `name` in a Hub config.json.
+
+    Returns a function mapping a float tensor to one of the same shape.
+    Raises KeyError naming the supported names when `name` is unknown.
+    """
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise KeyError(f"unsupported activation_function {name!r}; supported: {', '.join(sorted(ACTIVATIONS))}") from None

@@ -1,0 +1,47 @@
+"""Small ops the decode loops share: end-of-sequence bookkeeping and token suppression."""
+import tensorflow as tf
+
+# EOS id vectors are padded with this id, which no token ever equals, to a fixed length so
+# that a different number of EOS ids does not change a compiled program's signature.
+NO_TOKEN = -1
+
+
+def is_any_of(tokens, ids):
+    """Whether each token is one of `ids`.
+
+    Args:
+      tokens: [...] int32.  ids: [E] int32, padded with NO_TOKEN.
+    Returns:
+      [...] bool.
+    """
+    return tf.reduce_any(tf.equal(tokens[..., None], ids), axis=-1)
+
+
+def suppress(logits, ids, when):
+    """Set the logits of `ids` to -inf in the rows where `when` holds.
+
+    Args:
+      logits: [B, V] float.  ids: [E] int32, padded with NO_TOKEN.
+      when: bool, scalar or [B].
+    Returns:
+      [B, V] float.
+    """
+    vocab = tf.range(tf.shape(logits)[-1], dtype=tf.int32)
+    banned = is_any_of(vocab, ids)  # [V]
+    when = tf.reshape(tf.cast(when, tf.bool), [-1, 1])
+    return tf.where(tf.logical_and(banned[None, :], when), tf.constant(-float("inf"), logits.dtype), logits)
+
+
+def finish(tokens, finished, eos_ids, pad_id):
+    """Apply end-of-sequence rules to freshly chosen tokens.
+
+    Rows already finished emit `pad_id`; a row becomes finished when it emits an EOS id.
+
+    Args:
+      tokens: [B] int32 chosen tokens.  finished: [B] bool before this step.
+      eos_ids: [E] int32 padded with NO_TOKEN.  pad_id: scalar int32.
+    Returns:
+      (tokens [B] int32, finished [B] bool) after this step.
+    """
+    tokens = tf.where(finished, pad_id, tokens)
+    return tokens, tf.logical_or(finished, is_any_of(tokens, eos_ids))

@@ -1,0 +1,126 @@
+"""Reading a checkpoint folder in Hugging Face Hub layout.
+
+A folder holds config.json, the weights as model.safetensors or as shards listed in
+model.safetensors.index.json, and optionally generation_config.json and tokenizer.json.
+Weights are read with safetensors into numpy; nothing is ever unpickled.
+"""
+import json
+import os
+import re
+
+import numpy as np
+from safetensors import safe_open
+
+from .errors import CheckpointFormatError, CheckpointNotFoundError
+
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+# What a Hub download fetches: everything xlagen reads, nothing else.
+HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", SAFETENSORS_FILE, SAFETENSORS_INDEX, "*.safetensors"]
+
+
+def resolve(name_or_path):
+    """The local folder for a checkpoint: `name_or_path` itself when it is a folder, else a
+    Hub id fetched (only the files xlagen reads) with huggingface_hub when that is installed.
+
+    Returns a str path. Raises CheckpointNotFoundError with what to do when neither works.
+    """
+    path = os.fspath(name_or_path)
+    if os.path.isdir(path):
+        return path
+    # A Hub id is "name" or "owner/name"; anything else that is not a folder is a bad path.
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", path) or os.path.exists(path):
+        raise CheckpointNotFoundError(f"model folder {path!r} does not exist (expected a folder holding config.json and model.safetensors)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointNotFoundError(
+            f"{path!r} is not a local folder, and huggingface_hub is not installed to fetch it from the Hub. "
+            f"Either `pip install 'xlagen[hub]'`, or download config.json, model.safetensors and tokenizer.json "
+            f"of {path!r} into a folder and pass that folder.") from None
+    try:
+        return snapshot_download(repo_id=path, allow_patterns=HUB_FILES)
+    except Exception as e:  # huggingface_hub raises many kinds: offline, unknown repo, ...
+        raise CheckpointNotFoundError(f"could not fetch {path!r} from the Hub ({type(e).__name__}: {e}); pass a local folder instead") from e
+
+
+def read_json(path, required=True):
+    """Parse a JSON object file. Returns a dict, or None when it is absent and not required."""
+    if not os.path.isfile(path):
+        if required:
+            raise CheckpointNotFoundError(f"{path} is missing: a checkpoint folder needs it")
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointFormatError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointFormatError(f"{path} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def weight_files(folder):
+    """The safetensors files of a checkpoint folder, in a stable order: [path, ...]."""
+    index_path = os.path.join(folder, SAFETENSORS_INDEX)
+    single = os.path.join(folder, SAFETENSORS_FILE)
+    if os.path.isfile(index_path):
+        index = read_json(index_path)
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointFormatError(f"{index_path} has no 'weight_map' object mapping tensor names to shard files")
+        shards = sorted(set(weight_map.values()))
+        paths = [os.path.join(folder, s) for s in shards]
+        for s, p in zip(shards, paths):
+            if not os.path.isfile(p):
+                raise CheckpointNotFoundError(f"{index_path} lists shard {s!r}, but {p} does not exist")
+        return paths
+    if os.path.isfile(single):
+        return [single]
+    hint = ""
+    if any(os.path.isfile(os.path.join(folder, f)) for f in ("pytorch_model.bin", "tf_model.h5")):
+        hint = (" The folder has only pickled/h5 weights, which xlagen does not read; convert them once with "
+                "transformers: `AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)`.")
+    raise CheckpointNotFoundError(f"no weights in {folder}: expected {SAFETENSORS_FILE} or {SAFETENSORS_INDEX}.{hint}")
+
+
+def read_tensors(paths):
+    """All tensors of the given safetensors files as {name: np.ndarray}."""
+    tensors = {}
+    for path in paths:
+        try:
+            with safe_open(path, framework="numpy") as f:
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name)
+        except Exception as e:  # safetensors raises its own SafetensorError and others on bad bytes
+            raise CheckpointFormatError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    return tensors
+
+
+def strip_prefix(tensors, prefixes):
+    """Drop the first of `prefixes` that a tensor name starts with (e.g. 'transformer.').
+
+    Hub files exist both with and without a wrapper prefix; the key maps are written
+    without it. Returns a new {name: array} dict.
+    """
+    out = {}
+    for name, value in tensors.items():
+        for p in prefixes:
+            if name.startswith(p):
+                name = name[len(p):]
+                break
+        out[name] = value
+    return out
+
+
+def take(tensors, name, shape, source):
+    """tensors[name] as float32, checked against the shape the config implies.
+
+    Raises CheckpointFormatError naming the tensor, the file set and both shapes.
+    """
+    if name not in tensors:
+        raise CheckpointFormatError(f"tensor {name!r} is missing from {source}; the config needs it with shape {list(shape)}")
+    value = tensors[name]
+    if tuple(value.shape) != tuple(shape):
+        raise CheckpointFormatError(f"tensor {name!r} in {source} has shape {list(value.shape)}, but the config implies {list(shape)}")
+    return np.asarray(value, dtype=np.float32)

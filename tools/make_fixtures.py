@@ -1,0 +1,142 @@
+"""Build the tiny GPT-2 checkpoints in tests/fixtures and record what transformers does on them.
+
+Needs transformers (4.x) and torch; the test suite needs neither. Run from the repo root:
+
+    python tools/make_fixtures.py
+
+Writes, under tests/fixtures/:
+  tokenizer: a byte-level BPE tokenizer.json trained with `tokenizers` on CPython's pydoc topics.
+  gpt2-tiny/            transformers' save_pretrained layout (keys with the `transformer.` prefix)
+  gpt2-tiny-hub/        the same weights as the original gpt2 repo ships them: no prefix, with the
+                        old attn.bias / attn.masked_bias buffers
+  gpt2-tiny-sharded/    the same weights in shards with model.safetensors.index.json
+  gpt2-variant/         other shapes and every math-changing flag flipped (see VARIANT)
+  gpt2-untied/          relu, unscaled attention, an untied lm_head
+  reference/<name>.npz  transformers' outputs: logits and greedy tokens on a left-padded batch
+"""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+VOCAB = 384
+EOT = "<|endoftext|>"
+PROMPTS = ["The for statement", "A", "Classes provide a means of bundling data and functionality together",
+           "import", "If the"]
+NEW_TOKENS = 12
+
+BASE = dict(vocab_size=VOCAB, n_positions=64, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0,
+            initializer_range=0.35)
+VARIANT = dict(BASE, n_embd=48, n_head=3, n_layer=3, n_inner=80, n_positions=48, activation_function="gelu",
+               layer_norm_epsilon=1e-3, scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True)
+UNTIED = dict(BASE, n_head=2, activation_function="relu", scale_attn_weights=False, tie_word_embeddings=False,
+              initializer_range=0.2)
+
+
+def corpus():
+    from pydoc_data import topics
+    return [t for t in topics.topics.values()]
+
+
+def train_tokenizer():
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=[EOT],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    assert tok.get_vocab_size() == VOCAB and tok.token_to_id(EOT) == 0
+    return tok
+
+
+def write_folder(name, model, tok, layout="save_pretrained"):
+    path = os.path.join(ROOT, name)
+    shutil.rmtree(path, ignore_errors=True)
+    if layout == "sharded":
+        model.save_pretrained(path, max_shard_size="150KB")
+        assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
+    elif layout == "hub":  # as the original gpt2 repo: no prefix, old causal-mask buffers present
+        os.makedirs(path)
+        model.config.save_pretrained(path)
+        model.generation_config.save_pretrained(path)
+        c = model.config
+        tensors = {k[len("transformer."):]: v.contiguous() for k, v in model.state_dict().items()
+                   if k.startswith("transformer.")}
+        for i in range(c.n_layer):
+            tensors[f"h.{i}.attn.bias"] = torch.tril(torch.ones(c.n_positions, c.n_positions)).view(1, 1, c.n_positions, c.n_positions)
+            tensors[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    else:
+        model.save_pretrained(path)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    return path
+
+
+def left_pad(rows, pad):
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = r
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def reference(model, tok):
+    """transformers' logits and greedy tokens on a left-padded batch of PROMPTS."""
+    rows = [tok.encode(p).ids for p in PROMPTS]
+    ids, mask = left_pad(rows, pad=0)
+    t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
+    positions = (t_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(t_ids, attention_mask=t_mask, position_ids=positions).logits.numpy()
+
+    def greedy(**kw):
+        out = model.generate(t_ids, attention_mask=t_mask, do_sample=False, max_new_tokens=NEW_TOKENS, **kw)
+        return out.numpy()
+
+    no_eos = greedy(eos_token_id=None, pad_token_id=0)
+    # An EOS id the batch really emits: row 0's 5th new token, so some rows stop early.
+    eos = int(no_eos[0, ids.shape[1] + 4])
+    with_eos = greedy(eos_token_id=[eos, VOCAB - 1], pad_token_id=1)
+    min_new = greedy(eos_token_id=eos, pad_token_id=1, min_new_tokens=7)
+    return dict(input_ids=ids, attention_mask=mask, logits=logits, greedy=no_eos, eos=np.array(eos),
+                greedy_eos=with_eos, greedy_min_new=min_new)
+
+
+def build(config_kwargs, seed):
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(**config_kwargs, attn_implementation="eager")).eval()
+
+
+def main():
+    os.makedirs(os.path.join(ROOT, "reference"), exist_ok=True)
+    tok = train_tokenizer()
+    tiny = build(BASE, 0)
+    for name, layout in (("gpt2-tiny", "save_pretrained"), ("gpt2-tiny-hub", "hub"), ("gpt2-tiny-sharded", "sharded")):
+        write_folder(name, tiny, tok, layout)
+    refs = {"gpt2-tiny": tiny, "gpt2-variant": build(VARIANT, 1), "gpt2-untied": build(UNTIED, 2)}
+    for name, model in refs.items():
+        if name != "gpt2-tiny":
+            write_folder(name, model, tok)
+        ref = reference(model, tok)
+        np.savez_compressed(os.path.join(ROOT, "reference", name + ".npz"), **ref)
+        new = ref["greedy_eos"][:, ref["input_ids"].shape[1]:]
+        print(name, "greedy row 0:", ref["greedy"][0].tolist(), "eos", int(ref["eos"]),
+              "rows stopped by eos:", int((new == int(ref["eos"])).any(1).sum()), file=sys.stderr)
+    with open(os.path.join(ROOT, "reference", "versions.json"), "w") as f:
+        import tokenizers
+        import transformers
+        json.dump({"transformers": transformers.__version__, "torch": torch.__version__,
+                   "tokenizers": tokenizers.__version__, "prompts": PROMPTS, "new_tokens": NEW_TOKENS}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
