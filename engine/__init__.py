@@ -3,11 +3,22 @@
     from xlagen.engine import load
     gen = load("path/to/checkpoint")
     gen.generate_text(["TensorFlow is"], max_new_tokens=20)
+
+Names are imported on first use, so that `xlagen.engine.cli` can quiet TensorFlow's
+start-up logging before TensorFlow is imported.
 """
-from xlagen.models.errors import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError,
-                                  UnsupportedModelError, XlagenError)
+import importlib
 
-from .generator import Generator, load
+_EXPORTS = {
+    "load": ".generator", "Generator": ".generator",
+    "XlagenError": "xlagen.models.errors", "CheckpointFormatError": "xlagen.models.errors",
+    "CheckpointNotFoundError": "xlagen.models.errors", "GenerationArgumentError": "xlagen.models.errors",
+    "UnsupportedModelError": "xlagen.models.errors",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = ["load", "Generator", "XlagenError", "CheckpointFormatError", "CheckpointNotFoundError",
-           "GenerationArgumentError", "UnsupportedModelError"]
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'xlagen.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

@@ -64,7 +64,7 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
     """Merge keyword options with the checkpoint's defaults and check them.
 
     Args:
-      kwargs: the keywords given to generate (None values mean "not given").
+      kwargs: the keywords given to generate.
       generation_config: dict from generation_config.json, or None.
       model_config: the model's config dataclass (its .raw dict supplies fallbacks).
       prompt_width: python int W, width of input_ids as given (max_length counts it).
@@ -76,7 +76,9 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
     merged = dict(DEFAULTS, **EXTRA)
     for source in (model_config.raw, generation_config or {}):
         merged.update({k: v for k, v in source.items() if k in DEFAULTS and v is not None})
-    merged.update({k: v for k, v in kwargs.items() if v is not None})
+    # As in transformers, a keyword given as None overrides the checkpoint's value: eos_token_id=None
+    # means "no EOS"; for options whose default is not None it restores that default.
+    merged.update({k: DEFAULTS.get(k, EXTRA.get(k)) if v is None else v for k, v in kwargs.items()})
 
     if merged["num_beams"] != 1 or merged["do_sample"]:
         # TODO(issue 3, 4): sampling and beam search.

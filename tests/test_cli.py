@@ -1,0 +1,14 @@
+from conftest import fixture_path
+from xlagen.engine.cli import main
+
+
+def test_generate_prints_one_completion_per_prompt(capsys):
+    assert main(["generate", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "4", "The for", "If"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("The for") and any(l.startswith("If") for l in lines[1:])
+
+
+def test_missing_model_is_one_line_error(capsys, tmp_path):
+    assert main(["generate", "--model", str(tmp_path / "absent"), "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xlagen: error:") and "does not exist" in err and "\n" not in err
