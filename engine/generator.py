@@ -84,6 +84,7 @@ class Generator:
     # -- inputs -----------------------------------------------------------------------------
 
     def _check_inputs(self, input_ids, attention_mask):
+        """Validate ids and mask; returns (ids as given, ids safe to embed, mask), each [B, T] int32."""
         ids = _as_ids("input_ids", input_ids)
         mask = np.ones_like(ids) if attention_mask is None else _as_ids("attention_mask", attention_mask)
         if mask.shape != ids.shape:
@@ -92,13 +93,14 @@ class Generator:
             raise GenerationArgumentError("attention_mask must hold only 0 (padding) and 1 (token)")
         if (mask.sum(axis=1) == 0).any():
             raise GenerationArgumentError(f"rows {np.flatnonzero(mask.sum(axis=1) == 0).tolist()} of attention_mask are all padding; every row needs a token")
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if (bad & (mask == 1)).any():
+        bad = ((ids < 0) | (ids >= self.vocab_size)) & (mask == 1)
+        if bad.any():
             raise GenerationArgumentError(f"input_ids holds token ids outside [0, {self.vocab_size}): {sorted(set(ids[bad].tolist()))[:10]}")
         if not self.config.is_encoder_decoder and (mask[:, -1] == 0).any():
             warnings.warn("a row of attention_mask ends in padding: decoder-only models need left padding "
                           "(tokenizer padding_side='left'); results for right-padded rows are not meaningful", stacklevel=3)
-        return np.where(mask == 1, ids, 0).astype(np.int32), mask
+        # Padding slots may hold anything (-100, say); the model only ever sees a valid id there.
+        return ids, np.where(mask == 1, ids, 0).astype(np.int32), mask
 
     @staticmethod
     def _pad_left(ids, mask, multiple, pad_id):
@@ -142,7 +144,7 @@ class Generator:
           np.ndarray int32 [B, W + max_new_tokens]: the prompt as given, then the new tokens,
           pad_token_id after a row's EOS.
         """
-        ids, mask = self._check_inputs(input_ids, attention_mask)
+        given, ids, mask = self._check_inputs(input_ids, attention_mask)
         opts = options.resolve(kwargs, self.generation_config, self.config, ids.shape[1], self.vocab_size)
         longest = int(mask.sum(axis=1).max()) + opts.max_new_tokens
         if longest > self.config.max_positions:
@@ -156,8 +158,7 @@ class Generator:
         program = self._program(ids.shape[0], padded_ids.shape[1], opts.max_new_tokens)
         new = program(tf.constant(padded_ids), tf.constant(padded_mask), tf.constant(eos, tf.int32),
                       tf.constant(opts.pad_token_id, tf.int32), tf.constant(opts.min_new_tokens, tf.int32))
-        prompt = np.asarray(input_ids.numpy() if isinstance(input_ids, tf.Tensor) else input_ids).astype(np.int32)
-        return np.concatenate([prompt.reshape(ids.shape), new.numpy()], axis=1)
+        return np.concatenate([given, new.numpy()], axis=1)
 
     # -- text -------------------------------------------------------------------------------
 
@@ -207,7 +208,7 @@ class Generator:
         Returns:
           np.ndarray float32 [B, T, V]. Values at padding positions are meaningless.
         """
-        ids, mask = self._check_inputs(input_ids, attention_mask)
+        _, ids, mask = self._check_inputs(input_ids, attention_mask)
         key = ids.shape
         if key not in self._logit_programs:
             self._logit_programs[key] = tf.function(self.model.logits, jit_compile=True)

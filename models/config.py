@@ -39,9 +39,7 @@ def from_dict(cls, data, source, aliases=None):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name == "raw" or f.name not in data:
-            continue
-        if f.name in data:
+        if f.name != "raw" and f.name in data:
             _check(f.name, data[f.name], hints[f.name], source)
             kwargs[f.name] = data[f.name]
     config = cls(raw=data, **kwargs)
