@@ -2,6 +2,7 @@
 import os
 import threading
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +57,27 @@ def _as_ids(name, value):
     if not np.issubdtype(array.dtype, np.integer):
         raise GenerationArgumentError(f"{name} must hold integers, got dtype {array.dtype}")
     return array.astype(np.int32)
+
+
+class GenerateOutput(NamedTuple):
+    """generate(..., output_scores=True): sequences [R, W + N] int32, scores [R, N] float32."""
+    sequences: np.ndarray
+    scores: np.ndarray
+
+
+# Must follow the field order of decode.Knobs.
+KNOB_SPECS = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+              tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32)]
+
+
+def _knob_tensors(opts):
+    """The numeric options of a call as tensors, in decode.Knobs order."""
+    eos = list(opts.eos_token_ids)
+    eos += [NO_TOKEN] * (EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS)) - len(eos))
+    values = [eos, opts.pad_token_id, opts.min_new_tokens, opts.repetition_penalty, opts.temperature,
+              opts.top_k, opts.top_p, opts.min_p, list(opts.seed)]
+    return [tf.constant(v, spec.dtype) for v, spec in zip(values, KNOB_SPECS)]
 
 
 class Generator:
@@ -113,36 +135,38 @@ class Generator:
 
     # -- generate ---------------------------------------------------------------------------
 
-    def _program(self, batch, prompt_len, max_new_tokens):
-        key = ("greedy", batch, prompt_len, max_new_tokens)
+    def _program(self, batch, prompt_len, max_new_tokens, strategy):
+        key = (batch, prompt_len, max_new_tokens, strategy)
         with self._lock:
             if key not in self._programs:
                 model = self.model
 
-                def run(input_ids, attention_mask, eos_ids, pad_id, min_new_tokens):
+                def run(input_ids, attention_mask, *knobs):
                     self.trace_count += 1  # runs once per trace, never in the compiled program
-                    knobs = decode.Knobs(eos_ids, pad_id, min_new_tokens)
-                    return decode.greedy(model, input_ids, attention_mask, max_new_tokens, knobs)
+                    return decode.generate(model, input_ids, attention_mask, max_new_tokens, decode.Knobs(*knobs), strategy)
 
-                spec = tf.TensorSpec([batch, prompt_len], tf.int32)
-                scalar = tf.TensorSpec([], tf.int32)
-                self._programs[key] = tf.function(
-                    run, jit_compile=True, reduce_retracing=False,
-                    input_signature=[spec, spec, tf.TensorSpec([None], tf.int32), scalar, scalar])
+                ids = tf.TensorSpec([batch, prompt_len], tf.int32)
+                self._programs[key] = tf.function(run, jit_compile=True, reduce_retracing=False,
+                                                  input_signature=[ids, ids, *KNOB_SPECS])
             return self._programs[key]
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Generate tokens after a batch of prompts.
+        """Generate tokens after a batch of prompts: greedy, or sampled with do_sample=True.
 
         Args:
           input_ids: [B, W] ints (list, numpy or tf), left padded; a 1-D sequence is one row.
           attention_mask: [B, W] of 0/1, or None for no padding.
           **kwargs: transformers' generation options (max_new_tokens, max_length, min_new_tokens,
-            eos_token_id, pad_token_id, ...), defaults from generation_config.json then config.json;
-            and pad_to_multiple_of (default 8), the prompt-length bucket.
+            do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
+            num_return_sequences, eos_token_id, pad_token_id, output_scores, ...), defaults from
+            generation_config.json then config.json; seed (an int or a pair of int32: the same seed
+            and inputs give the same tokens); pad_to_multiple_of (default 8), the prompt bucket.
         Returns:
-          np.ndarray int32 [B, W + max_new_tokens]: the prompt as given, then the new tokens,
-          pad_token_id after a row's EOS.
+          np.ndarray int32 [B * num_return_sequences, W + max_new_tokens]: the prompt as given, then
+          the new tokens, pad_token_id after a row's EOS; the returns of prompt 0 first.
+          With output_scores=True, a GenerateOutput(sequences, scores) whose scores
+          [B * num_return_sequences, max_new_tokens] float32 hold each new token's log-probability
+          under the processed (warped) distribution, 0 after EOS.
         """
         given, ids, mask = self._check_inputs(input_ids, attention_mask)
         opts = options.resolve(kwargs, self.generation_config, self.config, ids.shape[1], self.vocab_size)
@@ -151,14 +175,16 @@ class Generator:
             raise GenerationArgumentError(
                 f"the longest prompt ({longest - opts.max_new_tokens} tokens) plus max_new_tokens={opts.max_new_tokens} "
                 f"is {longest}, beyond the model's {self.config.max_positions} positions; shorten the prompt or max_new_tokens")
-        padded_ids, padded_mask = self._pad_left(ids, mask, opts.pad_to_multiple_of, opts.pad_token_id)
-        eos = list(opts.eos_token_ids)
-        slots = EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS))
-        eos += [NO_TOKEN] * (slots - len(eos))
-        program = self._program(ids.shape[0], padded_ids.shape[1], opts.max_new_tokens)
-        new = program(tf.constant(padded_ids), tf.constant(padded_mask), tf.constant(eos, tf.int32),
-                      tf.constant(opts.pad_token_id, tf.int32), tf.constant(opts.min_new_tokens, tf.int32))
-        return np.concatenate([given, new.numpy()], axis=1)
+        if opts.num_return_sequences > 1:
+            given, ids, mask = (np.repeat(a, opts.num_return_sequences, axis=0) for a in (given, ids, mask))
+        # The processors see the ids as given, padding included (as transformers' do); bucket padding is NO_TOKEN.
+        history = np.where(mask == 1, ids, np.where((given >= 0) & (given < self.vocab_size), given, NO_TOKEN))
+        history, mask = self._pad_left(history, mask, opts.pad_to_multiple_of, NO_TOKEN)
+        strategy = decode.Strategy(sample=opts.do_sample, no_repeat_ngram_size=opts.no_repeat_ngram_size)
+        program = self._program(history.shape[0], history.shape[1], opts.max_new_tokens, strategy)
+        tokens, scores = program(tf.constant(history, tf.int32), tf.constant(mask), *_knob_tensors(opts))
+        sequences = np.concatenate([given, tokens.numpy()], axis=1)
+        return GenerateOutput(sequences, scores.numpy()) if opts.output_scores else sequences
 
     # -- text -------------------------------------------------------------------------------
 
@@ -176,7 +202,7 @@ class Generator:
             False only the completion.
           **kwargs: as for generate.
         Returns:
-          list[str], one per prompt, special tokens removed.
+          list[str], num_return_sequences per prompt (those of prompt 0 first), special tokens removed.
         """
         tokenizer = self._require_tokenizer()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -192,11 +218,10 @@ class Generator:
             ids[row, width - len(e):] = e
             mask[row, width - len(e):] = 1
         out = self.generate(ids, attention_mask=mask, **kwargs)
-        texts = []
-        for row, e in enumerate(encoded):
-            new = out[row, width:].tolist()
-            texts.append(tokenizer.decode((e if return_full_text else []) + new, skip_special_tokens=True))
-        return texts
+        sequences = out.sequences if isinstance(out, GenerateOutput) else out
+        returns = len(sequences) // len(encoded)  # rows of prompt 0 first
+        return [tokenizer.decode((encoded[row // returns] if return_full_text else []) + sequences[row, width:].tolist(),
+                                 skip_special_tokens=True) for row in range(len(sequences))]
 
     # -- logits -----------------------------------------------------------------------------
 

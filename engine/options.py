@@ -5,31 +5,44 @@ then config.json, then transformers' GenerationConfig defaults.
 """
 import dataclasses
 import difflib
-from typing import Optional
+
+import numpy as np
 
 from xlagen.models import GenerationArgumentError
 
 # transformers' GenerationConfig defaults for every option xlagen understands.
 DEFAULTS = {
     "max_length": 20, "max_new_tokens": None, "min_length": 0, "min_new_tokens": None,
-    "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+    "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None,
     "num_beams": 1, "num_return_sequences": 1, "length_penalty": 1.0, "early_stopping": False,
     "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
     "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "decoder_start_token_id": None,
-    "seed": None,
+    "output_scores": False,
 }
-# Options of xlagen's own, not read from config files.
-EXTRA = {"pad_to_multiple_of": 8}
+# transformers skips a warper or processor whose option is None: the neutral value does the same.
+NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
+# Options of xlagen's own (or of generate's call only), not read from config files.
+EXTRA = {"pad_to_multiple_of": 8, "seed": None}
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Resolved options for one generate call (W = width of the prompt as given)."""
+    """Resolved options for one generate call."""
     max_new_tokens: int
     min_new_tokens: int
     eos_token_ids: tuple
     pad_token_id: int
     pad_to_multiple_of: int
+    do_sample: bool
+    num_return_sequences: int
+    no_repeat_ngram_size: int
+    output_scores: bool
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    repetition_penalty: float
+    seed: tuple  # two int32 halves of the stateless RNG seed
     raw: dict
 
 
@@ -39,6 +52,36 @@ def _int(name, value, low=None):
     if low is not None and value < low:
         raise GenerationArgumentError(f"{name} must be >= {low}, got {value}")
     return value
+
+
+def _float(name, value, low, high, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GenerationArgumentError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not (value > low if low_open else value >= low) or value > high:
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise GenerationArgumentError(f"{name} must be in {interval}, got {value}")
+    return value
+
+
+def _bool(name, value):
+    if not isinstance(value, bool):
+        raise GenerationArgumentError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _seed(value):
+    """An int or a pair of ints (transformers' TF `seed=(a, b)`) -> two int32 halves; None draws one."""
+    if value is None:
+        return tuple(int(x) for x in np.random.default_rng().integers(0, 2**31 - 1, size=2))
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < 2**62:
+            raise GenerationArgumentError(f"seed must be in [0, 2**62), got {value}")
+        return (value & 0x7FFFFFFF, value >> 31)
+    if (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31 for v in value)):
+        return tuple(value)
+    raise GenerationArgumentError(f"seed must be an int or a pair of int32 values, got {value!r}")
 
 
 def _eos_list(value):
@@ -77,12 +120,24 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
     for source in (model_config.raw, generation_config or {}):
         merged.update({k: v for k, v in source.items() if k in DEFAULTS and v is not None})
     # As in transformers, a keyword given as None overrides the checkpoint's value: eos_token_id=None
-    # means "no EOS"; for options whose default is not None it restores that default.
-    merged.update({k: DEFAULTS.get(k, EXTRA.get(k)) if v is None else v for k, v in kwargs.items()})
+    # means "no EOS", top_k=None "no top-k"; for other options it restores the default.
+    merged.update({k: NEUTRAL.get(k, DEFAULTS.get(k, EXTRA.get(k))) if v is None else v for k, v in kwargs.items()})
 
-    if merged["num_beams"] != 1 or merged["do_sample"]:
-        # TODO(issue 3, 4): sampling and beam search.
-        raise GenerationArgumentError("only greedy decoding (do_sample=False, num_beams=1) is implemented so far")
+    do_sample = _bool("do_sample", merged["do_sample"])
+    if _int("num_beams", merged["num_beams"], 1) != 1:
+        raise GenerationArgumentError("beam search (num_beams > 1) is not implemented yet; use num_beams=1")
+    returns = _int("num_return_sequences", merged["num_return_sequences"], 1)
+    if returns > 1 and not do_sample:
+        raise GenerationArgumentError(
+            f"num_return_sequences={returns} needs do_sample=True (greedy decoding returns one sequence per prompt)")
+    sampling = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)  # warpers apply only when sampling
+    if do_sample:
+        sampling = dict(temperature=_float("temperature", merged["temperature"], 0.0, float("inf"), low_open=True),
+                        top_k=_int("top_k", merged["top_k"], 0),
+                        top_p=_float("top_p", merged["top_p"], 0.0, 1.0, low_open=True),
+                        min_p=_float("min_p", 0.0 if merged["min_p"] is None else merged["min_p"], 0.0, 1.0))
+    penalty = _float("repetition_penalty", merged["repetition_penalty"], 0.0, float("inf"), low_open=True)
+    ngram = _int("no_repeat_ngram_size", merged["no_repeat_ngram_size"], 0)
 
     if merged["max_new_tokens"] is not None:
         max_new = _int("max_new_tokens", merged["max_new_tokens"], 1)
@@ -105,4 +160,7 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
         if any(i >= vocab_size for i in ids):
             raise GenerationArgumentError(f"{name}={list(ids)} is outside the vocabulary [0, {vocab_size})")
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
-    return Options(max_new, min_new, eos, pad, multiple, merged)
+    return Options(max_new_tokens=max_new, min_new_tokens=min_new, eos_token_ids=eos, pad_token_id=pad,
+                   pad_to_multiple_of=multiple, do_sample=do_sample, num_return_sequences=returns,
+                   no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),
+                   repetition_penalty=penalty, seed=_seed(merged["seed"]), raw=merged, **sampling)
