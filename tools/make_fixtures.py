@@ -12,7 +12,10 @@ Writes, under tests/fixtures/:
   gpt2-tiny-sharded/    the same weights in shards with model.safetensors.index.json
   gpt2-variant/         other shapes and every math-changing flag flipped (see VARIANT)
   gpt2-untied/          relu, unscaled attention, an untied lm_head
-  reference/<name>.npz  transformers' outputs: logits and greedy tokens on a left-padded batch
+  reference/<name>.npz  transformers' outputs: logits, greedy tokens (plain, with EOS, with
+                        min_new_tokens, with repetition penalty and no-repeat n-grams) on a
+                        left-padded batch, and the warped distribution of the first sampled token
+  reference/processors.npz  transformers' logits processors and warpers on random logits
 """
 import json
 import os
@@ -23,7 +26,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor,
+                                                    RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                                    TopKLogitsWarper, TopPLogitsWarper)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 VOCAB = 384
@@ -31,6 +37,10 @@ EOT = "<|endoftext|>"
 PROMPTS = ["The for statement", "A", "Classes provide a means of bundling data and functionality together",
            "import", "If the"]
 NEW_TOKENS = 12
+# Sampling options whose first-token distributions the tests check against ours: each case makes
+# a different processor cut (prompt row, options).
+SAMPLING_CASES = [(0, dict(temperature=0.7, top_k=12)), (0, dict(top_k=0, top_p=0.6)),
+                  (3, dict(top_k=0, min_p=0.15, temperature=0.8)), (2, dict(top_k=10, repetition_penalty=1.5))]
 
 BASE = dict(vocab_size=VOCAB, n_positions=64, n_embd=64, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0,
             initializer_range=0.35)
@@ -107,8 +117,39 @@ def reference(model, tok):
     eos = int(no_eos[0, ids.shape[1] + 4])
     with_eos = greedy(eos_token_id=[eos, VOCAB - 1], pad_token_id=1)
     min_new = greedy(eos_token_id=eos, pad_token_id=1, min_new_tokens=7)
+    penalized = greedy(eos_token_id=None, pad_token_id=0, repetition_penalty=1.5, no_repeat_ngram_size=2)
+    # The warped distributions of the first sampled token, through generate's own processor list.
+    last = model(t_ids, attention_mask=t_mask, position_ids=positions).logits[:, -1, :]
+    warped = np.stack([model._get_logits_processor(
+        generation_config=GenerationConfig(do_sample=True, **options), input_ids_seq_length=ids.shape[1],
+        encoder_input_ids=t_ids, prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(),
+        device="cpu")(t_ids, last.clone())[row].numpy() for row, options in SAMPLING_CASES])
     return dict(input_ids=ids, attention_mask=mask, logits=logits, greedy=no_eos, eos=np.array(eos),
-                greedy_eos=with_eos, greedy_min_new=min_new)
+                greedy_eos=with_eos, greedy_min_new=min_new, greedy_penalized=penalized, warped_first=warped,
+                sampling_cases=np.array(json.dumps(SAMPLING_CASES)))
+
+
+def processor_reference():
+    """transformers' processors and warpers on random logits and token histories."""
+    rng = np.random.RandomState(0)
+    logits = (rng.randn(4, 64) * 3).astype(np.float32)
+    logits[3, :8] = logits[3, 8]  # ties at the top-k / top-p boundaries
+    history = rng.randint(0, 64, size=(4, 14))
+    history[0, -3:] = history[0, 2:5]  # a repeated trigram's prefix at the end
+    history[1, -1] = history[1, 6]
+    ids, scores = torch.tensor(history), torch.tensor(logits)
+    out = dict(logits=logits, history=history)
+    cases = {"repetition_1.3": RepetitionPenaltyLogitsProcessor(1.3), "repetition_0.7": RepetitionPenaltyLogitsProcessor(0.7),
+             "ngram_2": NoRepeatNGramLogitsProcessor(2), "ngram_3": NoRepeatNGramLogitsProcessor(3),
+             "temperature_0.7": TemperatureLogitsWarper(0.7), "top_k_5": TopKLogitsWarper(5),
+             "top_k_1": TopKLogitsWarper(1), "top_p_0.8": TopPLogitsWarper(0.8), "top_p_0.3": TopPLogitsWarper(0.3),
+             "top_p_0.999": TopPLogitsWarper(0.999), "min_p_0.1": MinPLogitsWarper(0.1), "min_p_0.5": MinPLogitsWarper(0.5),
+             "chain": LogitsProcessorList([RepetitionPenaltyLogitsProcessor(1.2), NoRepeatNGramLogitsProcessor(2),
+                                           TemperatureLogitsWarper(0.8), TopKLogitsWarper(20), TopPLogitsWarper(0.9),
+                                           MinPLogitsWarper(0.05)])}
+    for name, proc in cases.items():
+        out[name] = proc(ids, scores.clone()).numpy()
+    return out
 
 
 def build(config_kwargs, seed):
@@ -131,6 +172,7 @@ def main():
         new = ref["greedy_eos"][:, ref["input_ids"].shape[1]:]
         print(name, "greedy row 0:", ref["greedy"][0].tolist(), "eos", int(ref["eos"]),
               "rows stopped by eos:", int((new == int(ref["eos"])).any(1).sum()), file=sys.stderr)
+    np.savez_compressed(os.path.join(ROOT, "reference", "processors.npz"), **processor_reference())
     with open(os.path.join(ROOT, "reference", "versions.json"), "w") as f:
         import tokenizers
         import transformers
