@@ -2,7 +2,7 @@
 import os
 import threading
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -60,15 +60,24 @@ def _as_ids(name, value):
 
 
 class GenerateOutput(NamedTuple):
-    """generate(..., output_scores=True): sequences [R, W + N] int32, scores [R, N] float32."""
+    """What generate(..., output_scores=True) returns (R = B * num_return_sequences rows).
+
+    sequences: [R, W + N] int32, as generate returns without output_scores.
+    scores: [R, N] float32, each new token's log-probability under the processed (warped)
+      distribution, 0 after EOS.
+    sequences_scores: [R] float32 for beam search (transformers' sequences_scores: summed
+      log-probabilities / generated length ** length_penalty), None otherwise.
+    """
     sequences: np.ndarray
     scores: np.ndarray
+    sequences_scores: Optional[np.ndarray] = None
 
 
 # Must follow the field order of decode.Knobs.
 KNOB_SPECS = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
               tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
-              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32)]
+              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32),
+              tf.TensorSpec([], tf.float64)]
 
 
 def _knob_tensors(opts):
@@ -76,8 +85,18 @@ def _knob_tensors(opts):
     eos = list(opts.eos_token_ids)
     eos += [NO_TOKEN] * (EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS)) - len(eos))
     values = [eos, opts.pad_token_id, opts.min_new_tokens, opts.repetition_penalty, opts.temperature,
-              opts.top_k, opts.top_p, opts.min_p, list(opts.seed)]
+              opts.top_k, opts.top_p, opts.min_p, list(opts.seed), opts.length_penalty]
     return [tf.constant(v, spec.dtype) for v, spec in zip(values, KNOB_SPECS)]
+
+
+def _strategy(opts):
+    """The static part of a call's options (decode.Strategy): a new program when it changes."""
+    if opts.num_beams > 1:
+        keep = max(2, 1 + len(opts.eos_token_ids)) * opts.num_beams  # as transformers' beam search
+        return decode.Strategy("beam", opts.num_beams, opts.num_return_sequences, opts.no_repeat_ngram_size, keep,
+                               opts.early_stopping)
+    return decode.Strategy("sample" if opts.do_sample else "greedy", opts.num_return_sequences,
+                           opts.num_return_sequences, opts.no_repeat_ngram_size)
 
 
 class Generator:
@@ -175,16 +194,15 @@ class Generator:
             raise GenerationArgumentError(
                 f"the longest prompt ({longest - opts.max_new_tokens} tokens) plus max_new_tokens={opts.max_new_tokens} "
                 f"is {longest}, beyond the model's {self.config.max_positions} positions; shorten the prompt or max_new_tokens")
-        if opts.num_return_sequences > 1:
-            given, ids, mask = (np.repeat(a, opts.num_return_sequences, axis=0) for a in (given, ids, mask))
         # The processors see the ids as given, padding included (as transformers' do); bucket padding is NO_TOKEN.
         history = np.where(mask == 1, ids, np.where((given >= 0) & (given < self.vocab_size), given, NO_TOKEN))
         history, mask = self._pad_left(history, mask, opts.pad_to_multiple_of, NO_TOKEN)
-        strategy = decode.Strategy(sample=opts.do_sample, no_repeat_ngram_size=opts.no_repeat_ngram_size)
-        program = self._program(history.shape[0], history.shape[1], opts.max_new_tokens, strategy)
-        tokens, scores = program(tf.constant(history, tf.int32), tf.constant(mask), *_knob_tensors(opts))
-        sequences = np.concatenate([given, tokens.numpy()], axis=1)
-        return GenerateOutput(sequences, scores.numpy()) if opts.output_scores else sequences
+        program = self._program(history.shape[0], history.shape[1], opts.max_new_tokens, _strategy(opts))
+        out = program(tf.constant(history, tf.int32), tf.constant(mask), *_knob_tensors(opts))
+        sequences = np.concatenate([np.repeat(given, opts.num_return_sequences, axis=0), out.tokens.numpy()], axis=1)
+        if not opts.output_scores:
+            return sequences
+        return GenerateOutput(sequences, out.scores.numpy(), out.sequence_scores.numpy() if opts.num_beams > 1 else None)
 
     # -- text -------------------------------------------------------------------------------
 

@@ -34,7 +34,10 @@ class Options:
     pad_token_id: int
     pad_to_multiple_of: int
     do_sample: bool
+    num_beams: int
     num_return_sequences: int
+    early_stopping: object
+    length_penalty: float
     no_repeat_ngram_size: int
     output_scores: bool
     temperature: float
@@ -124,12 +127,23 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
     merged.update({k: NEUTRAL.get(k, DEFAULTS.get(k, EXTRA.get(k))) if v is None else v for k, v in kwargs.items()})
 
     do_sample = _bool("do_sample", merged["do_sample"])
-    if _int("num_beams", merged["num_beams"], 1) != 1:
-        raise GenerationArgumentError("beam search (num_beams > 1) is not implemented yet; use num_beams=1")
+    beams = _int("num_beams", merged["num_beams"], 1)
+    if beams > 1 and do_sample:
+        raise GenerationArgumentError("beam sampling (num_beams > 1 with do_sample=True) is not supported; "
+                                      "use do_sample=False for beam search, or num_beams=1 to sample")
     returns = _int("num_return_sequences", merged["num_return_sequences"], 1)
-    if returns > 1 and not do_sample:
+    if returns > 1 and not do_sample and beams == 1:
         raise GenerationArgumentError(
-            f"num_return_sequences={returns} needs do_sample=True (greedy decoding returns one sequence per prompt)")
+            f"num_return_sequences={returns} needs do_sample=True or num_beams >= {returns} "
+            f"(greedy decoding returns one sequence per prompt)")
+    if beams > 1 and returns > beams:
+        raise GenerationArgumentError(
+            f"num_return_sequences={returns} is more than num_beams={beams}; beam search returns at most num_beams "
+            f"sequences per prompt")
+    early_stopping = merged["early_stopping"]
+    if early_stopping not in (True, False, "never"):
+        raise GenerationArgumentError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    length_penalty = _float("length_penalty", merged["length_penalty"], float("-inf"), float("inf"))
     sampling = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)  # warpers apply only when sampling
     if do_sample:
         sampling = dict(temperature=_float("temperature", merged["temperature"], 0.0, float("inf"), low_open=True),
@@ -161,6 +175,7 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
             raise GenerationArgumentError(f"{name}={list(ids)} is outside the vocabulary [0, {vocab_size})")
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     return Options(max_new_tokens=max_new, min_new_tokens=min_new, eos_token_ids=eos, pad_token_id=pad,
-                   pad_to_multiple_of=multiple, do_sample=do_sample, num_return_sequences=returns,
+                   pad_to_multiple_of=multiple, do_sample=do_sample, num_beams=beams, num_return_sequences=returns,
+                   early_stopping=early_stopping, length_penalty=length_penalty,
                    no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),
                    repetition_penalty=penalty, seed=_seed(merged["seed"]), raw=merged, **sampling)

@@ -1,31 +1,83 @@
-"""In-place writes into a preallocated key/value cache.
+"""A KV cache laid out for decoding G rows per prompt (G samples or G beams) without moving it.
 
-The cache is allocated once for prompt + max_new_tokens and written at a step index
-with XLA's DynamicUpdateSlice, which XLA performs in place on a while-loop buffer:
-nothing grows or is copied as decoding proceeds.
+Per attention layer (LayerKV):
+  prompt_k, prompt_v: [B, H, P, D]     the prompt's keys/values, computed once and shared by
+                                        the G rows of that prompt (never copied per row)
+  new_k, new_v:       [B, G, H, N, D]  keys/values of generated tokens, one slot per row and
+                                        position, written in place with DynamicUpdateSlice
+
+Shared by all layers (Layout):
+  prompt_mask: [B, P] int32, 1 for real prompt tokens
+  ancestry:    [B, G, N] int32, for each row and generated position, the row of the group whose
+               new_k/new_v slot holds that position's key and value (the row itself for
+               positions not written yet)
+  step:        scalar int32, generated positions filled so far
+
+When beam search reorders its beams it only gathers `ancestry` ([B, G, N] ints); the keys and
+values stay where they were written. Attention reads each row's history through `ancestry`
+(see attention.attend_step), so a beam step moves no more cache memory than a greedy step.
 """
+from typing import NamedTuple
+
 import tensorflow as tf
 # DynamicUpdateSlice is the op XLA updates in place; TF exposes it only here.
 from tensorflow.compiler.tf2xla.python import xla
 
 
-def allocate(batch, heads, length, head_dim, dtype=tf.float32):
-    """A zero cache for one layer's keys or values: [batch, heads, length, head_dim]."""
-    return tf.zeros([batch, heads, length, head_dim], dtype)
+class LayerKV(NamedTuple):
+    prompt_k: tf.Tensor
+    prompt_v: tf.Tensor
+    new_k: tf.Tensor
+    new_v: tf.Tensor
 
 
-def write(cache, update, index):
-    """Write `update` into `cache` along the length axis starting at `index`.
+class Layout(NamedTuple):
+    prompt_mask: tf.Tensor
+    ancestry: tf.Tensor
+    step: tf.Tensor
 
-    Args:
-      cache: [B, H, L, D] float.
-      update: [B, H, T, D] float, T <= L.
-      index: scalar int32, first length slot to write; index + T <= L.
-    Returns:
-      [B, H, L, D], the cache with slots index..index+T-1 replaced.
+
+def start(prompt_k, prompt_v, group, max_new_tokens):
+    """A LayerKV holding a prompt's keys/values ([B, H, P, D]) and room for N new tokens per row."""
+    b, h, _, d = prompt_k.shape
+    empty = tf.zeros([b, group, h, max_new_tokens, d], prompt_k.dtype)
+    return LayerKV(prompt_k, prompt_v, empty, empty)
+
+
+def start_layout(prompt_mask, group, max_new_tokens):
+    """The Layout before the first generated token: every row owns its slots."""
+    b = prompt_mask.shape[0]
+    own = tf.broadcast_to(tf.range(group, dtype=tf.int32)[None, :, None], [b, group, max_new_tokens])
+    return Layout(tf.cast(prompt_mask, tf.int32), own, tf.constant(0, tf.int32))
+
+
+def append(kv, k, v, step):
+    """Write one new key/value per row at generated position `step`.
+
+    Args: kv: LayerKV; k, v: [B, G, H, D]; step: scalar int32. Returns LayerKV.
     """
     zero = tf.constant(0, tf.int32)
-    return xla.dynamic_update_slice(cache, update, tf.stack([zero, zero, tf.cast(index, tf.int32), zero]))
+    index = tf.stack([zero, zero, zero, tf.cast(step, tf.int32), zero])
+    return kv._replace(new_k=xla.dynamic_update_slice(kv.new_k, k[:, :, :, None], index),
+                       new_v=xla.dynamic_update_slice(kv.new_v, v[:, :, :, None], index))
+
+
+def advance(layout):
+    """Every row has written generated position `step` into its own slot: move on."""
+    return layout._replace(step=layout.step + 1)
+
+
+def reorder(layout, parents):
+    """Row g continues the history of row parents[b, g] (beam search). parents: [B, G] int32.
+
+    Only positions already written are inherited; later ones stay with the row itself, which
+    writes them into its own slots.
+    """
+    group, length = layout.ancestry.shape[1], layout.ancestry.shape[2]
+    own = tf.broadcast_to(tf.range(group, dtype=tf.int32)[None, :, None], tf.shape(layout.ancestry))
+    inherited = tf.gather(layout.ancestry, parents, batch_dims=1)
+    written = tf.range(length, dtype=tf.int32)[None, None, :] < layout.step
+    return layout._replace(ancestry=tf.where(written, inherited, own))
 
 
 def write_columns(buffer, update, index):

@@ -7,12 +7,12 @@ prefix); the weights of GPT-2's Conv1D are already (in, out), so they map unchan
 import dataclasses
 from typing import Optional, Union
 
-import numpy as np
 import tensorflow as tf
 
 from xlagen.kernels import attention, cache, layers, positions
 
 from . import config as config_lib
+from .base import CachedLM
 from .checkpoint import strip_prefix, take
 from .errors import CheckpointFormatError, UnsupportedModelError
 
@@ -91,14 +91,13 @@ def hub_shapes(c):
     return shapes
 
 
-class GPT2(tf.Module):
-    """GPT-2 language model (GPT2LMHeadModel) with a preallocated KV cache.
+class GPT2(CachedLM):
+    """GPT-2 language model (GPT2LMHeadModel) over a kernels.cache KV cache.
 
-    Decoding state (a dict of tensors, B = batch, L = prompt + max_new_tokens):
-      k, v:     tuples of n_layer [B, H, L, D] float32 caches
-      key_mask: [B, L] int32, 1 where a cache slot holds a real token
-      position: [B] int32, position id of the next token of each row
-      slot:     scalar int32, cache slot the next token is written to
+    Decoding state (B prompts, G rows per prompt, P prompt slots, N new tokens):
+      kv:       tuple of n_layer kernels.cache.LayerKV
+      layout:   kernels.cache.Layout (prompt mask, per-row ancestry, step)
+      position: [B] int32, position id of the first new token (the prompt's real length)
     """
 
     def __init__(self, config, tensors, source="checkpoint"):
@@ -113,94 +112,94 @@ class GPT2(tf.Module):
 
     # -- the forward pass ------------------------------------------------------------------
 
-    def _attention(self, i, h, bias, k_cache, v_cache, slot):
-        c, w, p = self.config, self.w, f"h.{i}.attn."
-        q, k, v = tf.split(layers.dense(h, w[p + "c_attn.weight"], w[p + "c_attn.bias"]), 3, axis=-1)
-        q, k, v = (attention.split_heads(t, c.n_head) for t in (q, k, v))
-        k_cache, v_cache = cache.write(k_cache, k, slot), cache.write(v_cache, v, slot)
+    def _scale(self, i):
+        c = self.config
         scale = 1.0
         if c.scale_attn_weights:
             scale /= float(c.n_embd // c.n_head) ** 0.5
         if c.scale_attn_by_inverse_layer_idx:
             scale /= float(i + 1)
-        out = attention.attend(q, k_cache, v_cache, bias, scale)
-        return layers.dense(attention.merge_heads(out), w[p + "c_proj.weight"], w[p + "c_proj.bias"]), k_cache, v_cache
+        return scale
 
-    def _mlp(self, i, h):
-        w, p = self.w, f"h.{i}.mlp."
-        h = self._act(layers.dense(h, w[p + "c_fc.weight"], w[p + "c_fc.bias"]))
-        return layers.dense(h, w[p + "c_proj.weight"], w[p + "c_proj.bias"])
-
-    def forward(self, input_ids, position_ids, k, v, key_mask, slot):
-        """Run T new tokens per row through the model, writing their keys/values at `slot`.
+    def _blocks(self, input_ids, position_ids, attention):
+        """The transformer over tokens of any leading shape [...].
 
         Args:
-          input_ids, position_ids: [B, T] int32.
-          k, v: tuples of n_layer [B, H, L, D] float32 caches.
-          key_mask: [B, L] int32, 1 for cache slots holding real tokens (the new ones included).
-          slot: scalar int32, cache slot of the first new token.
+          input_ids, position_ids: [...] int32.
+          attention: attention(i, q, k, v) -> [..., E], the attention of layer i given
+            q, k, v of shape [..., E].
         Returns:
-          (hidden [B, T, E] float32 after the final LayerNorm, new k, new v).
+          [..., E] float32 after the final LayerNorm.
         """
         c, w = self.config, self.w
         eps = c.layer_norm_epsilon
         x = tf.gather(w["wte.weight"], input_ids) + tf.gather(w["wpe.weight"], position_ids)
-        bias = attention.bias_from_mask(attention.causal_allowed(key_mask, slot, input_ids.shape[1]))
-        new_k, new_v = [], []
         for i in range(c.n_layer):
             p = f"h.{i}."
             h = layers.layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
-            a, ki, vi = self._attention(i, h, bias, k[i], v[i], slot)
-            new_k.append(ki)
-            new_v.append(vi)
-            x = x + a
-            x = x + self._mlp(i, layers.layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps))
-        return layers.layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps), tuple(new_k), tuple(new_v)
+            q, k, v = tf.split(layers.dense(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]), 3, axis=-1)
+            x = x + layers.dense(attention(i, q, k, v), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"])
+            h = layers.layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
+            h = self._act(layers.dense(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]))
+            x = x + layers.dense(h, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"])
+        return layers.layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+
+    def _prompt(self, input_ids, attention_mask):
+        """Run a left-padded prompt: (hidden [B, T, E], per-layer keys and values [B, H, T, D])."""
+        heads = self.config.n_head
+        mask = tf.cast(attention_mask, tf.int32)
+        bias = attention.bias_from_mask(attention.causal_allowed(mask, input_ids.shape[1]))[:, None]
+        kvs = []
+
+        def attend(i, q, k, v):
+            q, k, v = (attention.split_heads(t, heads) for t in (q, k, v))
+            kvs.append((k, v))
+            return attention.merge_heads(attention.attend(q, k, v, bias, self._scale(i)))
+
+        return self._blocks(input_ids, positions.from_mask(mask), attend), kvs
 
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to wte unless the config says not)."""
         table = self.w["wte.weight"] if self.config.tie_word_embeddings else self.w["lm_head.weight"]
         return tf.einsum("...e,ve->...v", hidden, table)
 
-    # -- the decoding interface the engine uses --------------------------------------------
+    # -- the decoding interface (models/base.py) -------------------------------------------
 
-    def _empty_cache(self, batch, length):
-        c = self.config
-        shape = (batch, c.n_head, length, c.n_embd // c.n_head)
-        return (tuple(cache.allocate(*shape) for _ in range(c.n_layer)),
-                tuple(cache.allocate(*shape) for _ in range(c.n_layer)))
-
-    def prefill(self, input_ids, attention_mask, max_new_tokens):
-        """Run the left-padded prompt and allocate the cache for max_new_tokens more.
+    def prefill(self, input_ids, attention_mask, max_new_tokens, group=1):
+        """Run the left-padded prompt once and set up the cache for G rows of N new tokens.
 
         Args:
           input_ids, attention_mask: [B, P] int32, static shapes.
-          max_new_tokens: python int N.
+          max_new_tokens: python int N.  group: python int G, rows decoded per prompt.
         Returns:
-          (logits [B, V] float32 for the first new token, decoding state with L = P + N).
+          (logits [B, V] float32 for the first new token, decoding state).
         """
-        b, p = input_ids.shape
-        k, v = self._empty_cache(b, p + max_new_tokens)
-        mask = tf.cast(attention_mask, tf.int32)
-        key_mask = tf.concat([mask, tf.zeros([b, max_new_tokens], tf.int32)], axis=1)
-        hidden, k, v = self.forward(input_ids, positions.from_mask(mask), k, v, key_mask, tf.constant(0))
-        state = {"k": k, "v": v, "key_mask": key_mask, "position": positions.next_position(mask),
-                 "slot": tf.constant(p, tf.int32)}
+        hidden, kvs = self._prompt(input_ids, attention_mask)
+        state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs),
+                 "layout": cache.start_layout(attention_mask, group, max_new_tokens),
+                 "position": positions.next_position(attention_mask)}
         return self.head(hidden[:, -1]), state
 
     def step(self, tokens, state):
         """Feed one token per row.
 
         Args:
-          tokens: [B] int32.  state: as returned by prefill or step.
+          tokens: [B, G] int32.  state: as returned by prefill or step.
         Returns:
-          (logits [B, V] float32 for the following token, new state).
+          (logits [B, G, V] float32 for the following token, new state).
         """
-        slot = state["slot"]
-        key_mask = cache.write_columns(state["key_mask"], tf.ones_like(tokens)[:, None], slot)
-        hidden, k, v = self.forward(tokens[:, None], state["position"][:, None], state["k"], state["v"], key_mask, slot)
-        state = {"k": k, "v": v, "key_mask": key_mask, "position": state["position"] + 1, "slot": slot + 1}
-        return self.head(hidden[:, 0]), state
+        c = self.config
+        b, g = tokens.shape
+        shape = [b, g, c.n_head, c.n_embd // c.n_head]
+        layout, kvs = state["layout"], list(state["kv"])
+
+        def attend(i, q, k, v):
+            out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, self._scale(i))
+            return tf.reshape(out, [b, g, c.n_embd])
+
+        position = tf.broadcast_to((state["position"] + layout.step)[:, None], [b, g])
+        hidden = self._blocks(tokens, position, attend)
+        return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
 
     def logits(self, input_ids, attention_mask):
         """Logits at every position in one forward pass.
@@ -210,11 +209,7 @@ class GPT2(tf.Module):
         Returns:
           [B, T, V] float32.
         """
-        b, t = input_ids.shape
-        k, v = self._empty_cache(b, t)
-        mask = tf.cast(attention_mask, tf.int32)
-        hidden, _, _ = self.forward(input_ids, positions.from_mask(mask), k, v, mask, tf.constant(0))
-        return self.head(hidden)
+        return self.head(self._prompt(input_ids, attention_mask)[0])
 
 
 def build(config, tensors, source):

@@ -14,15 +14,54 @@ def test_positions_count_from_first_real_token():
     np.testing.assert_array_equal(positions.next_position(mask), [3, 5])
 
 
-def test_cache_write_in_place_at_index():
-    write = tf.function(cache.write, jit_compile=True)
-    out = write(tf.zeros([1, 2, 5, 3]), tf.ones([1, 2, 2, 3]), tf.constant(2)).numpy()
-    assert out[:, :, 2:4].min() == 1 and out[:, :, :2].max() == 0 and out[:, :, 4:].max() == 0
+def test_append_writes_one_position_per_row_in_place():
+    kv = cache.start(tf.zeros([1, 2, 3, 4]), tf.zeros([1, 2, 3, 4]), group=2, max_new_tokens=5)
+    append = tf.function(cache.append, jit_compile=True)
+    out = append(kv, tf.ones([1, 2, 2, 4]), 2 * tf.ones([1, 2, 2, 4]), tf.constant(3))
+    assert out.new_k.shape == (1, 2, 2, 5, 4)
+    assert (out.new_k.numpy()[:, :, :, 3] == 1).all() and out.new_k.numpy()[:, :, :, [0, 1, 2, 4]].max() == 0
+    assert (out.new_v.numpy()[:, :, :, 3] == 2).all()
+
+
+def test_reorder_inherits_only_written_positions():
+    layout = cache.start_layout(tf.ones([1, 3]), group=3, max_new_tokens=4)
+    layout = cache.advance(cache.advance(layout))  # positions 0 and 1 written
+    layout = cache.reorder(layout, tf.constant([[2, 2, 0]]))
+    np.testing.assert_array_equal(layout.ancestry[0], [[2, 2, 0, 0], [2, 2, 1, 1], [0, 0, 2, 2]])
+    layout = cache.reorder(cache.advance(layout), tf.constant([[2, 0, 1]]))
+    np.testing.assert_array_equal(layout.ancestry[0], [[0, 0, 2, 0], [2, 2, 0, 1], [2, 2, 1, 2]])
+
+
+def test_attend_step_reads_each_rows_history_through_ancestry():
+    """Attention of a reordered group equals plain attention over each row's explicit history."""
+    rng = np.random.RandomState(0)
+    b, g, h, p, n, d = 1, 3, 2, 4, 3, 5
+    prompt_k, prompt_v = rng.randn(b, h, p, d).astype(np.float32), rng.randn(b, h, p, d).astype(np.float32)
+    kv = cache.start(tf.constant(prompt_k), tf.constant(prompt_v), g, n)
+    layout = cache.start_layout(tf.constant([[0, 1, 1, 1]]), g, n)
+    written = {}  # (row, position) -> the key and value that row wrote there
+    for step, parents in enumerate([[0, 0, 1], [2, 1, 1]]):
+        k, v = rng.randn(b, g, h, d).astype(np.float32), rng.randn(b, g, h, d).astype(np.float32)
+        kv = cache.append(kv, tf.constant(k), tf.constant(v), layout.step)
+        for row in range(g):
+            written[row, step] = (k[0, row], v[0, row])
+        layout = cache.reorder(cache.advance(layout), tf.constant([parents]))
+    q, k, v = (rng.randn(b, g, h, d).astype(np.float32) for _ in range(3))
+    out, _ = attention.attend_step(tf.constant(q), tf.constant(k), tf.constant(v), kv, layout, 0.5)
+    ancestry = layout.ancestry.numpy()[0]
+    for row in range(g):
+        history = [written[ancestry[row, s], s] for s in range(2)] + [(k[0, row], v[0, row])]
+        hist_k = np.concatenate([prompt_k[0][:, 1:]] + [key[:, None] for key, _ in history], axis=1)
+        hist_v = np.concatenate([prompt_v[0][:, 1:]] + [value[:, None] for _, value in history], axis=1)
+        scores = np.einsum("hd,hsd->hs", q[0, row], hist_k) * 0.5
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        np.testing.assert_allclose(out.numpy()[0, row], np.einsum("hs,hsd->hd", probs, hist_v), atol=1e-5)
 
 
 def test_causal_allowed_respects_padding_and_future():
-    allowed = attention.causal_allowed(tf.constant([[0, 1, 1, 1]]), tf.constant(1), 2).numpy()
-    np.testing.assert_array_equal(allowed[0], [[False, True, False, False], [False, True, True, False]])
+    allowed = attention.causal_allowed(tf.constant([[0, 1, 1]]), 3).numpy()
+    np.testing.assert_array_equal(allowed[0], [[False, False, False], [False, True, False], [False, True, True]])
 
 
 def test_fully_masked_query_is_finite():

@@ -21,9 +21,10 @@ def _same_logits(actual, expected):
 
 def _knobs(**values):
     k = dict(eos_ids=[NO_TOKEN], pad_id=0, min_new_tokens=0, repetition_penalty=1.0, temperature=1.0, top_k=0,
-             top_p=1.0, min_p=0.0, seed=[0, 0])
+             top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0)
     k.update(values)
-    dtypes = dict(repetition_penalty=tf.float32, temperature=tf.float32, top_p=tf.float64, min_p=tf.float32)
+    dtypes = dict(repetition_penalty=tf.float32, temperature=tf.float32, top_p=tf.float64, min_p=tf.float32,
+                  length_penalty=tf.float64)
     return decode.Knobs(**{n: tf.constant(v, dtypes.get(n, tf.int32)) for n, v in k.items()})
 
 
@@ -42,7 +43,7 @@ CASES = {
     "min_p_0.5": lambda x, h: sampling.min_p(x, tf.constant(0.5)),
     "chain": lambda x, h: decode.warp(
         decode.process(x, h, tf.constant(h.shape[1]), tf.constant(5), _knobs(repetition_penalty=1.2),
-                       decode.Strategy(sample=True, no_repeat_ngram_size=2)),
+                       decode.Strategy("sample", no_repeat_ngram_size=2)),
         _knobs(temperature=0.8, top_k=20, top_p=0.9, min_p=0.05)),
 }
 
