@@ -279,7 +279,7 @@ def beam_search(model, logits, model_state, input_ids, max_new_tokens, knobs, st
 
     def body(state):
         logits, model_state = model.step(state.tokens, state.model)
-        return choose(logits, state._replace(model=model_state))
+        return (choose(logits, state._replace(model=model_state)),)
 
     state = tf.while_loop(cond, body, (state,), maximum_iterations=max_new_tokens)[0]
     returns = strategy.returns

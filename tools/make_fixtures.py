@@ -15,6 +15,7 @@ Writes, under tests/fixtures/:
   reference/<name>.npz  transformers' outputs: logits, greedy tokens (plain, with EOS, with
                         min_new_tokens, with repetition penalty and no-repeat n-grams) on a
                         left-padded batch, and the warped distribution of the first sampled token
+                        and beam search sequences and scores for each of BEAM_CASES
   reference/processors.npz  transformers' logits processors and warpers on random logits
 """
 import json
@@ -124,7 +125,7 @@ def reference(model, tok):
         generation_config=GenerationConfig(do_sample=True, **options), input_ids_seq_length=ids.shape[1],
         encoder_input_ids=t_ids, prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(),
         device="cpu")(t_ids, last.clone())[row].numpy() for row, options in SAMPLING_CASES])
-    return dict(input_ids=ids, attention_mask=mask, logits=logits, greedy=no_eos, eos=np.array(eos),
+    return dict(**beam_reference(model, ids, mask, eos), input_ids=ids, attention_mask=mask, logits=logits, greedy=no_eos, eos=np.array(eos),
                 greedy_eos=with_eos, greedy_min_new=min_new, greedy_penalized=penalized, warped_first=warped,
                 sampling_cases=np.array(json.dumps(SAMPLING_CASES)))
 
@@ -152,6 +153,30 @@ def processor_reference():
     return out
 
 
+# Beam search cases: each early_stopping mode, length penalties below and above 1, several
+# returned sequences, EOS stops, processors. "eos" stands for the fixture's EOS id.
+BEAM_CASES = [dict(num_beams=4, num_return_sequences=2, eos_token_id="eos"),
+              dict(num_beams=3, early_stopping=True, length_penalty=0.5, eos_token_id="eos"),
+              dict(num_beams=4, early_stopping="never", length_penalty=2.0, num_return_sequences=4, eos_token_id="eos"),
+              dict(num_beams=2, eos_token_id=None),
+              dict(num_beams=3, repetition_penalty=1.3, no_repeat_ngram_size=2, min_new_tokens=4, eos_token_id="eos",
+                   length_penalty=-0.5)]
+
+
+@torch.no_grad()
+def beam_reference(model, ids, mask, eos):
+    """transformers' beam search sequences and sequences_scores for each of BEAM_CASES."""
+    out = {"beam_cases": np.array(json.dumps(BEAM_CASES))}
+    for i, case in enumerate(BEAM_CASES):
+        case = dict(case, eos_token_id=eos if case["eos_token_id"] == "eos" else case["eos_token_id"])
+        res = model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
+                             max_new_tokens=NEW_TOKENS, pad_token_id=1, output_scores=True,
+                             return_dict_in_generate=True, **case)
+        out[f"beam_{i}_sequences"] = res.sequences.numpy()
+        out[f"beam_{i}_scores"] = res.sequences_scores.numpy()
+    return out
+
+
 def build(config_kwargs, seed):
     torch.manual_seed(seed)
     return GPT2LMHeadModel(GPT2Config(**config_kwargs, attn_implementation="eager")).eval()
@@ -169,6 +194,10 @@ def main():
             write_folder(name, model, tok)
         ref = reference(model, tok)
         np.savez_compressed(os.path.join(ROOT, "reference", name + ".npz"), **ref)
+        for i in range(len(BEAM_CASES)):
+            seqs = ref[f"beam_{i}_sequences"][:, ref["input_ids"].shape[1]:]
+            print(name, "beam case", i, "width", seqs.shape[1], "rows ending in EOS:",
+                  int((seqs == int(ref["eos"])).any(1).sum()), "of", len(seqs), file=sys.stderr)
         new = ref["greedy_eos"][:, ref["input_ids"].shape[1]:]
         print(name, "greedy row 0:", ref["greedy"][0].tolist(), "eos", int(ref["eos"]),
               "rows stopped by eos:", int((new == int(ref["eos"])).any(1).sum()), file=sys.stderr)

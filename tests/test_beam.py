@@ -1,0 +1,71 @@
+"""Beam search against transformers' (PyTorch) beam search on the same weights."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import generator, reference
+from xlagen.engine import GenerationArgumentError
+
+NEW = 12
+
+
+def _cases():
+    cases = json.loads(str(reference("gpt2-tiny")["beam_cases"]))
+    return [(name, i) for name in ("gpt2-tiny", "gpt2-variant", "gpt2-untied") for i in range(len(cases))]
+
+
+@pytest.mark.parametrize("name,case", _cases())
+def test_beam_search_matches_transformers(name, case):
+    ref = reference(name)
+    options = json.loads(str(ref["beam_cases"]))[case]
+    if options["eos_token_id"] == "eos":
+        options["eos_token_id"] = int(ref["eos"])
+    out = generator(name).generate(ref["input_ids"], attention_mask=ref["attention_mask"], max_new_tokens=NEW,
+                                   pad_token_id=1, output_scores=True, **options)
+    expected = ref[f"beam_{case}_sequences"]
+    returns = options.get("num_return_sequences", 1)
+    assert out.sequences.shape == (len(ref["input_ids"]) * returns, ref["input_ids"].shape[1] + NEW)
+    np.testing.assert_array_equal(out.sequences[:, :expected.shape[1]], expected)
+    assert (out.sequences[:, expected.shape[1]:] == 1).all()
+    np.testing.assert_allclose(out.sequences_scores, ref[f"beam_{case}_scores"], atol=1e-4, rtol=1e-5)
+
+
+def test_beam_token_scores_add_up_to_the_sequence_score(tiny):
+    ref = reference("gpt2-tiny")
+    out = tiny.generate(ref["input_ids"], attention_mask=ref["attention_mask"], max_new_tokens=NEW, num_beams=3,
+                        eos_token_id=int(ref["eos"]), pad_token_id=1, length_penalty=1.0, output_scores=True)
+    lengths = (out.scores != 0).sum(axis=1)
+    np.testing.assert_allclose(out.scores.sum(axis=1) / lengths, out.sequences_scores, rtol=1e-5)
+
+
+def test_beam_rows_equal_the_prompt_alone(tiny):
+    ref = reference("gpt2-tiny")
+    batch = tiny.generate(ref["input_ids"], attention_mask=ref["attention_mask"], max_new_tokens=6, num_beams=3,
+                          eos_token_id=None)
+    width = ref["input_ids"].shape[1]
+    for row in (1, 3):
+        prompt = ref["input_ids"][row][ref["attention_mask"][row] == 1]
+        alone = tiny.generate(prompt[None], max_new_tokens=6, num_beams=3, eos_token_id=None)
+        np.testing.assert_array_equal(alone[0, len(prompt):], batch[row, width:])
+
+
+def test_length_penalty_and_stopping_mode_do_not_recompile(tiny):
+    ids = [[5, 6, 7, 8]]
+    tiny.generate(ids, max_new_tokens=5, num_beams=2, eos_token_id=3)
+    count = tiny.trace_count
+    for penalty in (0.5, 2.0, -1.0):
+        tiny.generate(ids, max_new_tokens=5, num_beams=2, eos_token_id=4, length_penalty=penalty)
+    assert tiny.trace_count == count
+
+
+@pytest.mark.parametrize("bad,words", [
+    (dict(num_beams=0), "num_beams must be >= 1"),
+    (dict(num_beams=2, num_return_sequences=3), "num_return_sequences=3 is more than num_beams=2"),
+    (dict(num_beams=2, do_sample=True), "beam sampling"),
+    (dict(num_beams=2, early_stopping="sometimes"), "early_stopping must be"),
+])
+def test_bad_beam_arguments(tiny, bad, words):
+    with pytest.raises(GenerationArgumentError) as info:
+        tiny.generate([[1, 2]], max_new_tokens=2, **bad)
+    assert words in str(info.value)
