@@ -6,7 +6,8 @@ Needs transformers, torch and xlagen in one environment:
 
 For each drawn config it saves a random-weight GPT2LMHeadModel in a random layout (with or
 without the `transformer.` prefix, sharded or not), then compares logits on a left-padded batch
-(max abs difference, must be < 1e-4) and greedy tokens (must be identical). Exits 1 on any mismatch.
+(max abs difference, must be < 1e-4), greedy tokens and beam search tokens with a random
+num_beams, early_stopping and length_penalty (must be identical). Exits 1 on any mismatch.
 """
 import argparse
 import os
@@ -67,12 +68,20 @@ def check(config, layout, rng, tmp):
     ref_logits = model(t_ids, attention_mask=t_mask, position_ids=(t_mask.cumsum(-1) - 1).clamp(min=0)).logits.numpy()
     ref_tokens = model.generate(t_ids, attention_mask=t_mask, max_new_tokens=new, do_sample=False,
                                 eos_token_id=None, pad_token_id=0).numpy()
+    # Beam search with an EOS id the greedy run emits, so that hypotheses end early.
+    eos = int(ref_tokens[0, width + new // 2])
+    beam = dict(num_beams=rng.randint(2, 4), early_stopping=rng.choice([True, False, "never"]),
+                length_penalty=rng.choice([-1.0, 0.5, 1.0, 2.0]), eos_token_id=eos, pad_token_id=max(1, eos - 1))
+    ref_beam = model.generate(t_ids, attention_mask=t_mask, max_new_tokens=new, do_sample=False, **beam).numpy()
     gen = load(folder)
     logits = gen.logits(ids, attention_mask=mask)
     tokens = gen.generate(ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None, pad_token_id=0)
+    beams = gen.generate(ids, attention_mask=mask, max_new_tokens=new, **beam)
     diff = float(np.abs(logits - ref_logits)[mask == 1].max())
     same = tokens.shape == ref_tokens.shape and bool((tokens == ref_tokens).all())
-    return diff, same, (batch, width, new)
+    same_beam = (bool((beams[:, :ref_beam.shape[1]] == ref_beam).all())
+                 and bool((beams[:, ref_beam.shape[1]:] == beam["pad_token_id"]).all()))
+    return diff, same, same_beam, (batch, width, new), beam
 
 
 def main():
@@ -86,12 +95,13 @@ def main():
         for i in range(args.configs):
             config = draw_config(rng)
             layout = rng.choice(["prefix", "no-prefix", "sharded"])
-            diff, same, shape = check(config, layout, rng, tmp)
-            ok = diff < 1e-4 and same
+            diff, same, same_beam, shape, beam = check(config, layout, rng, tmp)
+            ok = diff < 1e-4 and same and same_beam
             failures += not ok
             flags = {k: v for k, v in config.items() if k not in ("bos_token_id", "eos_token_id")}
             print(f"{'ok  ' if ok else 'FAIL'} {layout:9s} B,W,N={shape} logits max|diff|={diff:.2e} "
-                  f"greedy {'identical' if same else 'DIFFERENT'} {flags}", flush=True)
+                  f"greedy {'identical' if same else 'DIFFERENT'}, beam {'identical' if same_beam else 'DIFFERENT'} "
+                  f"{beam} {flags}", flush=True)
     print(f"{args.configs - failures} passed, {failures} failed")
     raise SystemExit(1 if failures else 0)
 
