@@ -8,11 +8,11 @@
 
 G is the number of rows decoded per prompt (samples or beams); they share the prompt's
 cache. `state` is a dict of tensors whose shapes never change during decoding; its
-"layout" entry is the kernels.cache.Layout the loops' reorder acts on.
+"layout" entry is the kernels.cache.Layout that reorder acts on.
 """
 import tensorflow as tf
 
-from xlagen.kernels import cache
+from xlagen.kernels import attention, cache, positions
 
 
 class CachedLM(tf.Module):
@@ -21,3 +21,78 @@ class CachedLM(tf.Module):
     def reorder(self, state, parents):
         """Row g of each prompt continues the history of row parents[b, g]; moves no keys or values."""
         return dict(state, layout=cache.reorder(state["layout"], parents))
+
+
+class DecoderLM(CachedLM):
+    """The decoding interface of a decoder-only transformer, given its layers.
+
+    A subclass sets `num_heads`, `head_dim` and `vocab_size` and defines
+      _blocks(input_ids, position_ids, attend) -> hidden [..., E]: the transformer over
+        tokens of any leading shape, calling attend(i, q, k, v) -> [..., H*D] for the
+        attention of layer i given its q, k, v of shape [..., H*D];
+      _scale(i) -> python float multiplying the attention scores of layer i;
+      head(hidden [..., E]) -> logits [..., V].
+
+    Decoding state (B prompts, G rows per prompt):
+      kv:       tuple of kernels.cache.LayerKV, one per layer
+      layout:   kernels.cache.Layout (prompt mask, per-row ancestry, step)
+      position: [B] int32, position id of the first new token (the prompt's real length)
+    """
+
+    def _prompt(self, input_ids, attention_mask):
+        """Run a left-padded prompt: (hidden [B, T, E], per-layer keys and values [B, H, T, D])."""
+        mask = tf.cast(attention_mask, tf.int32)
+        bias = attention.bias_from_mask(attention.causal_allowed(mask, input_ids.shape[1]))[:, None]
+        kvs = []
+
+        def attend(i, q, k, v):
+            q, k, v = (attention.split_heads(t, self.num_heads) for t in (q, k, v))
+            kvs.append((k, v))
+            return attention.merge_heads(attention.attend(q, k, v, bias, self._scale(i)))
+
+        return self._blocks(input_ids, positions.from_mask(mask), attend), kvs
+
+    def prefill(self, input_ids, attention_mask, max_new_tokens, group=1):
+        """Run the left-padded prompt once and set up the cache for G rows of N new tokens.
+
+        Args:
+          input_ids, attention_mask: [B, P] int32, static shapes.
+          max_new_tokens: python int N.  group: python int G, rows decoded per prompt.
+        Returns:
+          (logits [B, V] float32 for the first new token, decoding state).
+        """
+        hidden, kvs = self._prompt(input_ids, attention_mask)
+        state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs),
+                 "layout": cache.start_layout(attention_mask, group, max_new_tokens),
+                 "position": positions.next_position(attention_mask)}
+        return self.head(hidden[:, -1]), state
+
+    def step(self, tokens, state):
+        """Feed one token per row.
+
+        Args:
+          tokens: [B, G] int32.  state: as returned by prefill or step.
+        Returns:
+          (logits [B, G, V] float32 for the following token, new state).
+        """
+        b, g = tokens.shape
+        shape = [b, g, self.num_heads, self.head_dim]
+        layout, kvs = state["layout"], list(state["kv"])
+
+        def attend(i, q, k, v):
+            out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, self._scale(i))
+            return tf.reshape(out, [b, g, self.num_heads * self.head_dim])
+
+        position = tf.broadcast_to((state["position"] + layout.step)[:, None], [b, g])
+        hidden = self._blocks(tokens, position, attend)
+        return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
+
+    def logits(self, input_ids, attention_mask):
+        """Logits at every position in one forward pass.
+
+        Args:
+          input_ids, attention_mask: [B, T] int32.
+        Returns:
+          [B, T, V] float32.
+        """
+        return self.head(self._prompt(input_ids, attention_mask)[0])

@@ -9,10 +9,10 @@ from typing import Optional, Union
 
 import tensorflow as tf
 
-from xlagen.kernels import attention, cache, layers, positions
+from xlagen.kernels import layers
 
 from . import config as config_lib
-from .base import CachedLM
+from .base import DecoderLM
 from .checkpoint import strip_prefix, take
 from .errors import CheckpointFormatError, UnsupportedModelError
 
@@ -91,18 +91,14 @@ def hub_shapes(c):
     return shapes
 
 
-class GPT2(CachedLM):
-    """GPT-2 language model (GPT2LMHeadModel) over a kernels.cache KV cache.
-
-    Decoding state (B prompts, G rows per prompt, P prompt slots, N new tokens):
-      kv:       tuple of n_layer kernels.cache.LayerKV
-      layout:   kernels.cache.Layout (prompt mask, per-row ancestry, step)
-      position: [B] int32, position id of the first new token (the prompt's real length)
-    """
+class GPT2(DecoderLM):
+    """GPT-2 language model (GPT2LMHeadModel); decoding as models.base.DecoderLM."""
 
     def __init__(self, config, tensors, source="checkpoint"):
         super().__init__(name="gpt2")
         self.config = config
+        self.num_heads, self.head_dim = config.n_head, config.n_embd // config.n_head
+        self.vocab_size = config.vocab_size
         tensors = strip_prefix(tensors, HUB_PREFIXES)
         self.w = {name: tf.Variable(take(tensors, name, shape, source), trainable=False, name=name.replace(".", "_"))
                   for name, shape in hub_shapes(config).items()}
@@ -110,27 +106,16 @@ class GPT2(CachedLM):
                              and not (n == "lm_head.weight" and config.tie_word_embeddings))
         self._act = layers.activation(config.activation_function)
 
-    # -- the forward pass ------------------------------------------------------------------
-
     def _scale(self, i):
         c = self.config
         scale = 1.0
         if c.scale_attn_weights:
-            scale /= float(c.n_embd // c.n_head) ** 0.5
+            scale /= float(self.head_dim) ** 0.5
         if c.scale_attn_by_inverse_layer_idx:
             scale /= float(i + 1)
         return scale
 
-    def _blocks(self, input_ids, position_ids, attention):
-        """The transformer over tokens of any leading shape [...].
-
-        Args:
-          input_ids, position_ids: [...] int32.
-          attention: attention(i, q, k, v) -> [..., E], the attention of layer i given
-            q, k, v of shape [..., E].
-        Returns:
-          [..., E] float32 after the final LayerNorm.
-        """
+    def _blocks(self, input_ids, position_ids, attend):
         c, w = self.config, self.w
         eps = c.layer_norm_epsilon
         x = tf.gather(w["wte.weight"], input_ids) + tf.gather(w["wpe.weight"], position_ids)
@@ -138,78 +123,16 @@ class GPT2(CachedLM):
             p = f"h.{i}."
             h = layers.layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
             q, k, v = tf.split(layers.dense(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]), 3, axis=-1)
-            x = x + layers.dense(attention(i, q, k, v), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"])
+            x = x + layers.dense(attend(i, q, k, v), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"])
             h = layers.layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
             h = self._act(layers.dense(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]))
             x = x + layers.dense(h, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"])
         return layers.layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
 
-    def _prompt(self, input_ids, attention_mask):
-        """Run a left-padded prompt: (hidden [B, T, E], per-layer keys and values [B, H, T, D])."""
-        heads = self.config.n_head
-        mask = tf.cast(attention_mask, tf.int32)
-        bias = attention.bias_from_mask(attention.causal_allowed(mask, input_ids.shape[1]))[:, None]
-        kvs = []
-
-        def attend(i, q, k, v):
-            q, k, v = (attention.split_heads(t, heads) for t in (q, k, v))
-            kvs.append((k, v))
-            return attention.merge_heads(attention.attend(q, k, v, bias, self._scale(i)))
-
-        return self._blocks(input_ids, positions.from_mask(mask), attend), kvs
-
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to wte unless the config says not)."""
         table = self.w["wte.weight"] if self.config.tie_word_embeddings else self.w["lm_head.weight"]
         return tf.einsum("...e,ve->...v", hidden, table)
-
-    # -- the decoding interface (models/base.py) -------------------------------------------
-
-    def prefill(self, input_ids, attention_mask, max_new_tokens, group=1):
-        """Run the left-padded prompt once and set up the cache for G rows of N new tokens.
-
-        Args:
-          input_ids, attention_mask: [B, P] int32, static shapes.
-          max_new_tokens: python int N.  group: python int G, rows decoded per prompt.
-        Returns:
-          (logits [B, V] float32 for the first new token, decoding state).
-        """
-        hidden, kvs = self._prompt(input_ids, attention_mask)
-        state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs),
-                 "layout": cache.start_layout(attention_mask, group, max_new_tokens),
-                 "position": positions.next_position(attention_mask)}
-        return self.head(hidden[:, -1]), state
-
-    def step(self, tokens, state):
-        """Feed one token per row.
-
-        Args:
-          tokens: [B, G] int32.  state: as returned by prefill or step.
-        Returns:
-          (logits [B, G, V] float32 for the following token, new state).
-        """
-        c = self.config
-        b, g = tokens.shape
-        shape = [b, g, c.n_head, c.n_embd // c.n_head]
-        layout, kvs = state["layout"], list(state["kv"])
-
-        def attend(i, q, k, v):
-            out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, self._scale(i))
-            return tf.reshape(out, [b, g, c.n_embd])
-
-        position = tf.broadcast_to((state["position"] + layout.step)[:, None], [b, g])
-        hidden = self._blocks(tokens, position, attend)
-        return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
-
-    def logits(self, input_ids, attention_mask):
-        """Logits at every position in one forward pass.
-
-        Args:
-          input_ids, attention_mask: [B, T] int32.
-        Returns:
-          [B, T, V] float32.
-        """
-        return self.head(self._prompt(input_ids, attention_mask)[0])
 
 
 def build(config, tensors, source):

@@ -12,7 +12,8 @@ Checks, on a handful of prompts (prose, indented Python, non-ASCII, an "<|endoft
   logits     xlagen's logits match GPT2LMHeadModel's within 1e-4 on each prompt alone and on a
              left-padded batch (transformers with position_ids = cumsum(mask) - 1)
   greedy     transformers' generate(do_sample=False) and xlagen's generate give identical tokens
-             for --new-tokens new tokens, per prompt and as a left-padded batch, with EOS off and on
+             for --new-tokens new tokens, per prompt and as a left-padded batch, with EOS off, with
+             the checkpoint's EOS, and with an EOS id the model emits (so rows stop early)
 Prints one line per check and exits 1 on any mismatch.
 """
 import argparse
@@ -120,8 +121,10 @@ def check_model(folder, tok, new_tokens, report):
     report.check(worst < TOLERANCE and batch_worst < TOLERANCE, f"logits within {TOLERANCE:g}",
                  f"max |diff| {worst:.2e} single prompts, {batch_worst:.2e} left-padded batch of {len(rows)}")
 
-    # Greedy: each prompt alone and the padded batch, with EOS off, then with the checkpoint's EOS (0).
-    for eos in (None, 0):
+    # Greedy: each prompt alone and the padded batch, with EOS off, with the checkpoint's EOS (0),
+    # and with an EOS id the batch really emits (the first prompt's 5th new token), so rows stop early.
+    first = model.generate(torch.tensor([rows[0]]), do_sample=False, max_new_tokens=5, eos_token_id=None, pad_token_id=0)
+    for eos in (None, 0, int(first[0, -1])):
         same, stopped = True, 0
         cases = [(np.array([r]), np.ones((1, len(r)), np.int64)) for r in rows] + [(ids, mask)]
         for c_ids, c_mask in cases:
@@ -136,7 +139,7 @@ def check_model(folder, tok, new_tokens, report):
             same &= ok
             if eos is not None:
                 stopped += int((ref[:, c_ids.shape[1]:] == eos).any(axis=1).sum())
-        report.check(same, f"greedy tokens identical (eos {'off' if eos is None else eos})",
+        report.check(same, f"greedy tokens identical (eos_token_id {eos})",
                      f"{len(rows)} single prompts + a left-padded batch, {new_tokens} new tokens"
                      + (f", {stopped} rows emitted EOS" if eos is not None else ""))
     sample = gen.generate_text([PROMPTS[0]], max_new_tokens=new_tokens)[0]

@@ -51,14 +51,14 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 VOCAB = 2048
 ARCH = dict(vocab_size=VOCAB, n_positions=256, n_embd=192, n_layer=4, n_head=4)
 CONTEXT = 256      # training window: every position of the model is trained
-BATCH = 16
-PEAK_LR = 2e-3
+BATCH = 8
+PEAK_LR = 3e-3
 MIN_LR = 1e-4
-WARMUP = 100
+WARMUP = 50
 WEIGHT_DECAY = 0.1  # on matrices and embeddings, not on biases or LayerNorm
 BETAS = (0.9, 0.95)
 CLIP = 1.0
-DEFAULT_STEPS = 1000
+DEFAULT_STEPS = 600
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -290,6 +290,7 @@ def save(out, model, tok):
     tensors = {name: np.ascontiguousarray(var.numpy()) for name, var in sorted(model.w.items())}
     save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
     tok.save(os.path.join(out, "tokenizer.json"))
+    os.chmod(os.path.join(out, "model.safetensors"), 0o644)  # safetensors writes it 0600
     sizes = {f: os.path.getsize(os.path.join(out, f))
              for f in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")}
     return sizes
