@@ -113,14 +113,16 @@ def strip_prefix(tensors, prefixes):
     return out
 
 
-def take(tensors, name, shape, source):
+def take(tensors, name, shape, source, transpose=False):
     """tensors[name] as float32, checked against the shape the config implies.
 
-    Raises CheckpointFormatError naming the tensor, the file set and both shapes.
+    `shape` is the Hub shape; with transpose=True a torch Linear weight [out, in] is returned
+    as our [in, out]. Raises CheckpointFormatError naming the tensor, the file set and both shapes.
     """
     if name not in tensors:
         raise CheckpointFormatError(f"tensor {name!r} is missing from {source}; the config needs it with shape {list(shape)}")
     value = tensors[name]
     if tuple(value.shape) != tuple(shape):
         raise CheckpointFormatError(f"tensor {name!r} in {source} has shape {list(value.shape)}, but the config implies {list(shape)}")
-    return np.asarray(value, dtype=np.float32)
+    value = np.asarray(value, dtype=np.float32)
+    return np.ascontiguousarray(value.T) if transpose else value

@@ -12,7 +12,8 @@ NEW = 12
 
 def _cases():
     cases = json.loads(str(reference("gpt2-tiny")["beam_cases"]))
-    return [(name, i) for name in ("gpt2-tiny", "gpt2-variant", "gpt2-untied") for i in range(len(cases))]
+    names = ("gpt2-tiny", "gpt2-variant", "gpt2-untied", "opt-tiny", "opt-350m-tiny", "opt-variant")
+    return [(name, i) for name in names for i in range(len(cases))]
 
 
 @pytest.mark.parametrize("name,case", _cases())

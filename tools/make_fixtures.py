@@ -1,17 +1,21 @@
-"""Build the tiny GPT-2 checkpoints in tests/fixtures and record what transformers does on them.
+"""Build the tiny GPT-2 and OPT checkpoints in tests/fixtures and record what transformers does on them.
 
 Needs transformers (4.x) and torch; the test suite needs neither. Run from the repo root:
 
     python tools/make_fixtures.py
 
 Writes, under tests/fixtures/:
-  tokenizer: a byte-level BPE tokenizer.json trained with `tokenizers` on CPython's pydoc topics.
+  tokenizers: byte-level BPE tokenizer.json files trained with `tokenizers` on CPython's pydoc
+                        topics (OPT's puts </s> before every prompt, as the Hub's does)
   gpt2-tiny/            transformers' save_pretrained layout (keys with the `transformer.` prefix)
   gpt2-tiny-hub/        the same weights as the original gpt2 repo ships them: no prefix, with the
                         old attn.bias / attn.masked_bias buffers
   gpt2-tiny-sharded/    the same weights in shards with model.safetensors.index.json
   gpt2-variant/         other shapes and every math-changing flag flipped (see VARIANT)
   gpt2-untied/          relu, unscaled attention, an untied lm_head
+  opt-tiny/, opt-tiny-unprefixed/   opt-125m's kind, shrunk, with and without the `model.` prefix
+  opt-350m-tiny/        opt-350m's kind: post-LayerNorm, word_embed_proj_dim with project_in/out
+  opt-variant/          no biases, no LayerNorm affine, gelu, no final LayerNorm, untied lm_head
   reference/<name>.npz  transformers' outputs: logits, greedy tokens (plain, with EOS, with
                         min_new_tokens, with repetition penalty and no-repeat n-grams) on a
                         left-padded batch, and the warped distribution of the first sampled token
@@ -26,8 +30,9 @@ import sys
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+from transformers.models.opt.modeling_opt import OPTPreTrainedModel
 from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor,
                                                     RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                                                     TopKLogitsWarper, TopPLogitsWarper)
@@ -49,6 +54,14 @@ VARIANT = dict(BASE, n_embd=48, n_head=3, n_layer=3, n_inner=80, n_positions=48,
                layer_norm_epsilon=1e-3, scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True)
 UNTIED = dict(BASE, n_head=2, activation_function="relu", scale_attn_weights=False, tie_word_embeddings=False,
               initializer_range=0.2)
+# OPT: ids 0-3 are <s>, <pad>, </s>, <unk> as in facebook/opt-*; the tokenizer puts </s> first.
+OPT_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+OPT_125M = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=4,
+                max_position_embeddings=64, init_std=0.35)  # opt-125m's kind, shrunk: pre-LayerNorm
+OPT_350M = dict(OPT_125M, word_embed_proj_dim=32, do_layer_norm_before=False, num_attention_heads=2, ffn_dim=96,
+                init_std=0.3)  # opt-350m's kind: post-LayerNorm, project_in / project_out
+OPT_VARIANT = dict(OPT_125M, num_hidden_layers=3, enable_bias=False, layer_norm_elementwise_affine=False,
+                   activation_function="gelu", _remove_final_layer_norm=True, tie_word_embeddings=False, init_std=0.12)
 
 
 def corpus():
@@ -56,33 +69,40 @@ def corpus():
     return [t for t in topics.topics.values()]
 
 
-def train_tokenizer():
+def train_tokenizer(special_tokens, bos=None):
+    """A byte-level BPE tokenizer.json; `bos` is prepended to every encoding, as OPT's is."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=[EOT],
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus(), trainer)
-    assert tok.get_vocab_size() == VOCAB and tok.token_to_id(EOT) == 0
+    if bos is not None:
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
+    assert tok.get_vocab_size() == VOCAB
     return tok
 
 
 def write_folder(name, model, tok, layout="save_pretrained"):
+    """Save `model` in one of the Hub layouts: transformers' save_pretrained, sharded, or
+    unprefixed (no `transformer.` / `model.` wrapper; GPT-2 also with its old mask buffers)."""
     path = os.path.join(ROOT, name)
     shutil.rmtree(path, ignore_errors=True)
     if layout == "sharded":
         model.save_pretrained(path, max_shard_size="150KB")
         assert os.path.exists(os.path.join(path, "model.safetensors.index.json"))
-    elif layout == "hub":  # as the original gpt2 repo: no prefix, old causal-mask buffers present
+    elif layout == "unprefixed":
         os.makedirs(path)
         model.config.save_pretrained(path)
         model.generation_config.save_pretrained(path)
         c = model.config
-        tensors = {k[len("transformer."):]: v.contiguous() for k, v in model.state_dict().items()
-                   if k.startswith("transformer.")}
-        for i in range(c.n_layer):
-            tensors[f"h.{i}.attn.bias"] = torch.tril(torch.ones(c.n_positions, c.n_positions)).view(1, 1, c.n_positions, c.n_positions)
-            tensors[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        prefix = model.base_model_prefix + "."
+        tensors = {k[len(prefix):]: v.contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}
+        if c.model_type == "gpt2":  # as the original gpt2 repo ships it
+            for i in range(c.n_layer):
+                tensors[f"h.{i}.attn.bias"] = torch.tril(torch.ones(c.n_positions, c.n_positions)).view(1, 1, c.n_positions, c.n_positions)
+                tensors[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
         save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     else:
         model.save_pretrained(path)
@@ -104,7 +124,8 @@ def left_pad(rows, pad):
 def reference(model, tok):
     """transformers' logits and greedy tokens on a left-padded batch of PROMPTS."""
     rows = [tok.encode(p).ids for p in PROMPTS]
-    ids, mask = left_pad(rows, pad=0)
+    pad = model.config.pad_token_id or 0
+    ids, mask = left_pad(rows, pad=pad)
     t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
     positions = (t_mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(t_ids, attention_mask=t_mask, position_ids=positions).logits.numpy()
@@ -113,19 +134,19 @@ def reference(model, tok):
         out = model.generate(t_ids, attention_mask=t_mask, do_sample=False, max_new_tokens=NEW_TOKENS, **kw)
         return out.numpy()
 
-    no_eos = greedy(eos_token_id=None, pad_token_id=0)
+    no_eos = greedy(eos_token_id=None, pad_token_id=pad)
     # An EOS id the batch really emits: row 0's 5th new token, so some rows stop early.
     eos = int(no_eos[0, ids.shape[1] + 4])
     with_eos = greedy(eos_token_id=[eos, VOCAB - 1], pad_token_id=1)
     min_new = greedy(eos_token_id=eos, pad_token_id=1, min_new_tokens=7)
-    penalized = greedy(eos_token_id=None, pad_token_id=0, repetition_penalty=1.5, no_repeat_ngram_size=2)
+    penalized = greedy(eos_token_id=None, pad_token_id=pad, repetition_penalty=1.5, no_repeat_ngram_size=2)
     # The warped distributions of the first sampled token, through generate's own processor list.
     last = model(t_ids, attention_mask=t_mask, position_ids=positions).logits[:, -1, :]
     warped = np.stack([model._get_logits_processor(
         generation_config=GenerationConfig(do_sample=True, **options), input_ids_seq_length=ids.shape[1],
         encoder_input_ids=t_ids, prefix_allowed_tokens_fn=None, logits_processor=LogitsProcessorList(),
         device="cpu")(t_ids, last.clone())[row].numpy() for row, options in SAMPLING_CASES])
-    return dict(**beam_reference(model, ids, mask, eos), input_ids=ids, attention_mask=mask, logits=logits, greedy=no_eos, eos=np.array(eos),
+    return dict(**beam_reference(model, ids, mask, eos), pad=np.array(pad), input_ids=ids, attention_mask=mask, logits=logits, greedy=no_eos, eos=np.array(eos),
                 greedy_eos=with_eos, greedy_min_new=min_new, greedy_penalized=penalized, warped_first=warped,
                 sampling_cases=np.array(json.dumps(SAMPLING_CASES)))
 
@@ -177,21 +198,43 @@ def beam_reference(model, ids, mask, eos):
     return out
 
 
-def build(config_kwargs, seed):
+def _skip_affine_free_norms(init):
+    """transformers 4.57's OPT init fails on LayerNorms without weights (layer_norm_elementwise_affine=False)."""
+    def wrapped(self, module):
+        if not (isinstance(module, torch.nn.LayerNorm) and module.weight is None):
+            init(self, module)
+    return wrapped
+
+
+OPTPreTrainedModel._init_weights = _skip_affine_free_norms(OPTPreTrainedModel._init_weights)
+
+
+def build(model_class, config, seed):
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(**config_kwargs, attn_implementation="eager")).eval()
+    config._attn_implementation = "eager"
+    return model_class(config).eval()
+
+
+# name -> (model class, config, seed, the layouts to write it in besides save_pretrained under name)
+CHECKPOINTS = {
+    "gpt2-tiny": (GPT2LMHeadModel, GPT2Config(**BASE), 0, {"gpt2-tiny-hub": "unprefixed", "gpt2-tiny-sharded": "sharded"}),
+    "gpt2-variant": (GPT2LMHeadModel, GPT2Config(**VARIANT), 1, {}),
+    "gpt2-untied": (GPT2LMHeadModel, GPT2Config(**UNTIED), 2, {}),
+    "opt-tiny": (OPTForCausalLM, OPTConfig(**OPT_125M), 3, {"opt-tiny-unprefixed": "unprefixed"}),
+    "opt-350m-tiny": (OPTForCausalLM, OPTConfig(**OPT_350M), 4, {}),
+    "opt-variant": (OPTForCausalLM, OPTConfig(**OPT_VARIANT), 5, {}),
+}
 
 
 def main():
     os.makedirs(os.path.join(ROOT, "reference"), exist_ok=True)
-    tok = train_tokenizer()
-    tiny = build(BASE, 0)
-    for name, layout in (("gpt2-tiny", "save_pretrained"), ("gpt2-tiny-hub", "hub"), ("gpt2-tiny-sharded", "sharded")):
-        write_folder(name, tiny, tok, layout)
-    refs = {"gpt2-tiny": tiny, "gpt2-variant": build(VARIANT, 1), "gpt2-untied": build(UNTIED, 2)}
-    for name, model in refs.items():
-        if name != "gpt2-tiny":
-            write_folder(name, model, tok)
+    tokenizers_by_type = {"gpt2": train_tokenizer([EOT]), "opt": train_tokenizer(OPT_SPECIALS, bos="</s>")}
+    for name, (model_class, config, seed, copies) in CHECKPOINTS.items():
+        model = build(model_class, config, seed)
+        tok = tokenizers_by_type[config.model_type]
+        write_folder(name, model, tok)
+        for copy, layout in copies.items():
+            write_folder(copy, model, tok, layout)
         ref = reference(model, tok)
         np.savez_compressed(os.path.join(ROOT, "reference", name + ".npz"), **ref)
         for i in range(len(BEAM_CASES)):

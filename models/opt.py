@@ -1,0 +1,172 @@
+"""OPT, from Hub files, over the same cache and decoding interface as GPT-2.
+
+Hub files name tensors `model.decoder.layers.0.self_attn.q_proj.weight` (or without the
+`model.` prefix); torch Linear weights are [out, in] and are transposed to our [in, out].
+"""
+import dataclasses
+from typing import Optional, Union
+
+import tensorflow as tf
+
+from xlagen.kernels import layers
+
+from . import config as config_lib
+from .base import DecoderLM
+from .checkpoint import strip_prefix, take
+from .errors import CheckpointFormatError, UnsupportedModelError
+
+POSITION_OFFSET = 2  # OPT's learned positions start at table row 2
+
+
+@dataclasses.dataclass(frozen=True)
+class OPTConfig:
+    """The fields of an OPT config.json that change the math (defaults: transformers' OPTConfig)."""
+    vocab_size: int = 50272
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    ffn_dim: int = 3072
+    max_position_embeddings: int = 2048
+    do_layer_norm_before: bool = True
+    _remove_final_layer_norm: bool = False
+    word_embed_proj_dim: Optional[int] = None
+    num_attention_heads: int = 12
+    activation_function: str = "relu"
+    enable_bias: bool = True
+    layer_norm_elementwise_affine: bool = True
+    tie_word_embeddings: bool = True
+    bos_token_id: Optional[int] = 2
+    eos_token_id: Union[int, list, None] = 2
+    pad_token_id: Optional[int] = 1
+    model_type: str = "opt"
+    raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    is_encoder_decoder = False
+
+    @property
+    def max_positions(self):
+        return self.max_position_embeddings
+
+    @property
+    def embed_dim(self):
+        """Width of the token embeddings (word_embed_proj_dim; hidden_size when unset)."""
+        return self.word_embed_proj_dim or self.hidden_size
+
+    @property
+    def has_final_layer_norm(self):
+        return self.do_layer_norm_before and not self._remove_final_layer_norm
+
+    def validate(self, source):
+        config_lib.require_positive(self, source, "vocab_size", "hidden_size", "num_hidden_layers", "ffn_dim",
+                                    "max_position_embeddings", "num_attention_heads", "word_embed_proj_dim")
+        if self.hidden_size % self.num_attention_heads:
+            raise CheckpointFormatError(f"{source}: hidden_size={self.hidden_size} is not divisible by "
+                                        f"num_attention_heads={self.num_attention_heads}")
+        if self.activation_function not in layers.ACTIVATIONS:
+            raise UnsupportedModelError(
+                f"{source}: activation_function {self.activation_function!r} is not supported; "
+                f"supported: {', '.join(sorted(layers.ACTIVATIONS))}")
+
+
+HUB_PREFIXES = ("model.",)
+
+
+def parse_config(data, source):
+    """OPTConfig from a config.json dict."""
+    return config_lib.from_dict(OPTConfig, data, source)
+
+
+def hub_shapes(c):
+    """Every tensor we read, by its Hub name (without `model.`), with its Hub shape."""
+    d, e, f = c.hidden_size, c.embed_dim, c.ffn_dim
+    shapes = {"decoder.embed_tokens.weight": (c.vocab_size, e),
+              "decoder.embed_positions.weight": (c.max_position_embeddings + POSITION_OFFSET, d)}
+    if e != d:
+        shapes.update({"decoder.project_in.weight": (d, e), "decoder.project_out.weight": (e, d)})
+
+    def norm(name):
+        if c.layer_norm_elementwise_affine:
+            shapes.update({name + ".weight": (d,), name + ".bias": (d,)})
+
+    def linear(name, out_dim, in_dim):
+        shapes[name + ".weight"] = (out_dim, in_dim)
+        if c.enable_bias:
+            shapes[name + ".bias"] = (out_dim,)
+
+    if c.has_final_layer_norm:
+        norm("decoder.final_layer_norm")
+    for i in range(c.num_hidden_layers):
+        p = f"decoder.layers.{i}."
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            linear(p + "self_attn." + proj, d, d)
+        norm(p + "self_attn_layer_norm")
+        linear(p + "fc1", f, d)
+        linear(p + "fc2", d, f)
+        norm(p + "final_layer_norm")
+    if not c.tie_word_embeddings:
+        shapes["lm_head.weight"] = (c.vocab_size, e)
+    return shapes
+
+
+class OPT(DecoderLM):
+    """OPT language model (OPTForCausalLM); decoding as models.base.DecoderLM."""
+
+    def __init__(self, config, tensors, source="checkpoint"):
+        super().__init__(name="opt")
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.vocab_size = config.vocab_size
+        tensors = strip_prefix(tensors, HUB_PREFIXES)
+        self.w = {}
+        for name, shape in hub_shapes(config).items():
+            # Linear weights are [out, in] in torch; embedding tables stay [rows, width].
+            linear = len(shape) == 2 and not name.endswith(("embed_tokens.weight", "embed_positions.weight", "lm_head.weight"))
+            self.w[name] = tf.Variable(take(tensors, name, shape, source, transpose=linear), trainable=False,
+                                       name=name.replace(".", "_"))
+        self.unused = sorted(n for n in tensors if n not in self.w
+                             and not (n == "lm_head.weight" and config.tie_word_embeddings))
+        self._act = layers.activation(config.activation_function)
+
+    def _scale(self, i):
+        return 1.0  # OPT scales the queries before the product (see _blocks), as transformers does
+
+    def _norm(self, x, name):
+        return layers.layer_norm(x, self.w.get(name + ".weight"), self.w.get(name + ".bias"), 1e-5)
+
+    def _linear(self, x, name):
+        return layers.dense(x, self.w[name + ".weight"], self.w.get(name + ".bias"))
+
+    def _blocks(self, input_ids, position_ids, attend):
+        c, w = self.config, self.w
+        x = tf.gather(w["decoder.embed_tokens.weight"], input_ids)
+        if "decoder.project_in.weight" in w:
+            x = layers.dense(x, w["decoder.project_in.weight"])
+        x = x + tf.gather(w["decoder.embed_positions.weight"], position_ids + POSITION_OFFSET)
+        before = c.do_layer_norm_before
+        scale = float(self.head_dim) ** -0.5
+        for i in range(c.num_hidden_layers):
+            p = f"decoder.layers.{i}."
+            h = self._norm(x, p + "self_attn_layer_norm") if before else x
+            q, k, v = (self._linear(h, p + "self_attn." + n) for n in ("q_proj", "k_proj", "v_proj"))
+            x = x + self._linear(attend(i, q * scale, k, v), p + "self_attn.out_proj")
+            if not before:  # opt-350m: post-LayerNorm
+                x = self._norm(x, p + "self_attn_layer_norm")
+            h = self._norm(x, p + "final_layer_norm") if before else x
+            x = x + self._linear(self._act(self._linear(h, p + "fc1")), p + "fc2")
+            if not before:
+                x = self._norm(x, p + "final_layer_norm")
+        if c.has_final_layer_norm:
+            x = self._norm(x, "decoder.final_layer_norm")
+        if "decoder.project_out.weight" in w:
+            x = layers.dense(x, w["decoder.project_out.weight"])
+        return x
+
+    def head(self, hidden):
+        """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to embed_tokens unless untied)."""
+        table = self.w["decoder.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"]
+        return tf.einsum("...e,ve->...v", hidden, table)
+
+
+def build(config, tensors, source):
+    """The OPT module for a parsed config and {hub name: array} tensors."""
+    return OPT(config, tensors, source)
