@@ -102,23 +102,27 @@ def _prompt_history(input_ids, group, max_new_tokens):
     return tf.broadcast_to(tf.concat([input_ids, future], 1)[:, None], [b, group, p + max_new_tokens])
 
 
-def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
+def generate(model, input_ids, attention_mask, history, max_new_tokens, knobs, strategy):
     """Decode with the strategy's loop, prefill included, as one traceable function.
 
     Args:
       model: an xlagen model (models/base.py interface).
-      input_ids: [B, P] int32, left padded: the ids as given (the processors count given
-        padding ids, as transformers does), NO_TOKEN in padding added for the bucket.
-      attention_mask: [B, P] int32, 1 for real tokens.
+      input_ids: [B, S] int32, the model's input (left padded for decoder-only models);
+        padding slots may hold anything.
+      attention_mask: [B, S] int32, 1 for real tokens.
+      history: [B, P] int32, what the processors see before the new tokens, as transformers'
+        input_ids: the prompt as given for decoder-only models (padding ids included,
+        NO_TOKEN in padding added for the bucket), the decoder start token for encoder-decoders.
       max_new_tokens: python int N >= 1.
       knobs: Knobs.  strategy: Strategy.
     Returns:
       Output.
     """
-    embed_ids = tf.where(attention_mask == 1, input_ids, 0)  # padding slots may hold NO_TOKEN
-    logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group)
+    embed_ids = tf.where(attention_mask == 1, input_ids, 0)
+    extra = {"decoder_input_ids": history} if model.config.is_encoder_decoder else {}
+    logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group, **extra)
     loop = beam_search if strategy.kind == "beam" else sample_or_greedy
-    return loop(model, logits, model_state, input_ids, max_new_tokens, knobs, strategy)
+    return loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
 
 
 class RowState(NamedTuple):
@@ -137,9 +141,9 @@ class RowState(NamedTuple):
     model: dict
 
 
-def sample_or_greedy(model, logits, model_state, input_ids, max_new_tokens, knobs, strategy):
+def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs, strategy):
     """Greedy decoding (argmax) or sampling, G independent rows per prompt. See generate."""
-    batch, prompt_len = input_ids.shape
+    batch, prompt_len = history.shape
     group = strategy.group
 
     def choose(logits, state):
@@ -158,7 +162,7 @@ def sample_or_greedy(model, logits, model_state, input_ids, max_new_tokens, knob
             scores=cache.write_columns(state.scores, logprob[:, None], state.step)), token
 
     rows = batch * group
-    state = RowState(step=tf.constant(0), history=_flat(_prompt_history(input_ids, group, max_new_tokens)),
+    state = RowState(step=tf.constant(0), history=_flat(_prompt_history(history, group, max_new_tokens)),
                      finished=tf.zeros([rows], tf.bool), scores=tf.zeros([rows, max_new_tokens]), model=model_state)
     state, token = choose(_flat(tf.broadcast_to(logits[:, None], [batch, group, logits.shape[-1]])), state)
 
@@ -206,14 +210,14 @@ def _length_factor(length, length_penalty):
     return tf.cast(tf.pow(tf.cast(length, tf.float64), length_penalty), tf.float32)
 
 
-def beam_search(model, logits, model_state, input_ids, max_new_tokens, knobs, strategy):
+def beam_search(model, logits, model_state, history, max_new_tokens, knobs, strategy):
     """transformers' (PyTorch, 4.5x) beam search, vectorised over prompts and beams. See generate.
 
     Each step keeps the top K = beams_to_keep continuations of all beams; the best G that did
     not just end continue, and those among the top G that ended (EOS, or the last step) may
     enter the finished set, scored as sum of log-probs / generated length ** length_penalty.
     """
-    batch, prompt_len = input_ids.shape
+    batch, prompt_len = history.shape
     beams, keep, vocab = strategy.group, strategy.beams_to_keep, logits.shape[-1]
     early_true = strategy.early_stopping is True
     top_beams = tf.range(keep) < beams  # only the top G candidates may finish
@@ -264,7 +268,7 @@ def beam_search(model, logits, model_state, input_ids, max_new_tokens, knobs, st
         worst_done = tf.where(state.is_finished, tf.reduce_min(state.finished_scores, -1, keepdims=True), _NEVER)
         return state._replace(improvable=tf.logical_and(state.improvable, tf.reduce_any(best_live > worst_done, -1)))
 
-    history = _prompt_history(input_ids, beams, max_new_tokens)
+    history = _prompt_history(history, beams, max_new_tokens)
     first = tf.concat([tf.zeros([batch, 1]), tf.fill([batch, beams - 1], _NEVER)], axis=1)  # one live beam at first
     zeros = tf.zeros([batch, beams, max_new_tokens])
     state = BeamState(step=tf.constant(0), running=history, running_scores=first, running_logprobs=zeros,

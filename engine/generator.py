@@ -154,52 +154,66 @@ class Generator:
 
     # -- generate ---------------------------------------------------------------------------
 
-    def _program(self, batch, prompt_len, max_new_tokens, strategy):
-        key = (batch, prompt_len, max_new_tokens, strategy)
+    def _program(self, batch, input_len, history_len, max_new_tokens, strategy):
+        key = (batch, input_len, history_len, max_new_tokens, strategy)
         with self._lock:
             if key not in self._programs:
                 model = self.model
 
-                def run(input_ids, attention_mask, *knobs):
+                def run(input_ids, attention_mask, history, *knobs):
                     self.trace_count += 1  # runs once per trace, never in the compiled program
-                    return decode.generate(model, input_ids, attention_mask, max_new_tokens, decode.Knobs(*knobs), strategy)
+                    return decode.generate(model, input_ids, attention_mask, history, max_new_tokens,
+                                           decode.Knobs(*knobs), strategy)
 
-                ids = tf.TensorSpec([batch, prompt_len], tf.int32)
-                self._programs[key] = tf.function(run, jit_compile=True, reduce_retracing=False,
-                                                  input_signature=[ids, ids, *KNOB_SPECS])
+                ids = tf.TensorSpec([batch, input_len], tf.int32)
+                self._programs[key] = tf.function(
+                    run, jit_compile=True, reduce_retracing=False,
+                    input_signature=[ids, ids, tf.TensorSpec([batch, history_len], tf.int32), *KNOB_SPECS])
             return self._programs[key]
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Generate tokens after a batch of prompts: greedy, or sampled with do_sample=True.
+        """Generate tokens after a batch of prompts: greedy, sampling (do_sample=True) or beam
+        search (num_beams > 1).
 
         Args:
-          input_ids: [B, W] ints (list, numpy or tf), left padded; a 1-D sequence is one row.
+          input_ids: [B, W] ints (list, numpy or tf); left padded for decoder-only models, padded on
+            either side for encoder-decoders; a 1-D sequence is one row.
           attention_mask: [B, W] of 0/1, or None for no padding.
           **kwargs: transformers' generation options (max_new_tokens, max_length, min_new_tokens,
             do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
-            num_return_sequences, eos_token_id, pad_token_id, output_scores, ...), defaults from
+            num_beams, length_penalty, early_stopping, num_return_sequences, eos_token_id,
+            pad_token_id, decoder_start_token_id, output_scores, ...), defaults from
             generation_config.json then config.json; seed (an int or a pair of int32: the same seed
             and inputs give the same tokens); pad_to_multiple_of (default 8), the prompt bucket.
         Returns:
-          np.ndarray int32 [B * num_return_sequences, W + max_new_tokens]: the prompt as given, then
-          the new tokens, pad_token_id after a row's EOS; the returns of prompt 0 first.
-          With output_scores=True, a GenerateOutput(sequences, scores) whose scores
-          [B * num_return_sequences, max_new_tokens] float32 hold each new token's log-probability
-          under the processed (warped) distribution, 0 after EOS.
+          np.ndarray int32 [B * num_return_sequences, W + max_new_tokens] for decoder-only models:
+          the prompt as given, then the new tokens; [B * num_return_sequences, 1 + max_new_tokens]
+          for encoder-decoders: decoder_start_token_id, then the new tokens. pad_token_id after a
+          row's EOS; the returns of prompt 0 first.
+          With output_scores=True, a GenerateOutput (see there).
         """
         given, ids, mask = self._check_inputs(input_ids, attention_mask)
-        opts = options.resolve(kwargs, self.generation_config, self.config, ids.shape[1], self.vocab_size)
+        encoder_decoder = self.config.is_encoder_decoder
+        opts = options.resolve(kwargs, self.generation_config, self.config, 1 if encoder_decoder else ids.shape[1],
+                               self.vocab_size)
+        limit = self.config.max_positions
         longest = int(mask.sum(axis=1).max()) + opts.max_new_tokens
-        if longest > self.config.max_positions:
+        if limit is not None and longest > limit:
             raise GenerationArgumentError(
                 f"the longest prompt ({longest - opts.max_new_tokens} tokens) plus max_new_tokens={opts.max_new_tokens} "
-                f"is {longest}, beyond the model's {self.config.max_positions} positions; shorten the prompt or max_new_tokens")
-        # The processors see the ids as given, padding included (as transformers' do); bucket padding is NO_TOKEN.
+                f"is {longest}, beyond the model's {limit} positions; shorten the prompt or max_new_tokens")
+        # The processors see what transformers' do: for decoder-only models the ids as given, padding
+        # included (bucket padding is NO_TOKEN); for encoder-decoders the decoder start token.
         history = np.where(mask == 1, ids, np.where((given >= 0) & (given < self.vocab_size), given, NO_TOKEN))
         history, mask = self._pad_left(history, mask, opts.pad_to_multiple_of, NO_TOKEN)
-        program = self._program(history.shape[0], history.shape[1], opts.max_new_tokens, _strategy(opts))
-        out = program(tf.constant(history, tf.int32), tf.constant(mask), *_knob_tensors(opts))
-        sequences = np.concatenate([np.repeat(given, opts.num_return_sequences, axis=0), out.tokens.numpy()], axis=1)
+        inputs = history
+        if encoder_decoder:
+            history = np.full((len(ids), 1), opts.decoder_start_token_id, np.int32)
+        program = self._program(len(ids), inputs.shape[1], history.shape[1], opts.max_new_tokens, _strategy(opts))
+        out = program(tf.constant(inputs, tf.int32), tf.constant(mask), tf.constant(history, tf.int32),
+                      *_knob_tensors(opts))
+        prefix = history if encoder_decoder else given
+        sequences = np.concatenate([np.repeat(prefix, opts.num_return_sequences, axis=0), out.tokens.numpy()], axis=1)
         if not opts.output_scores:
             return sequences
         return GenerateOutput(sequences, out.scores.numpy(), out.sequence_scores.numpy() if opts.num_beams > 1 else None)
@@ -217,7 +231,7 @@ class Generator:
         Args:
           prompts: a str or a list of str.
           return_full_text: True returns prompt + completion (as transformers' pipeline does),
-            False only the completion.
+            False only the completion; encoder-decoders always return only their output.
           **kwargs: as for generate.
         Returns:
           list[str], num_return_sequences per prompt (those of prompt 0 first), special tokens removed.
@@ -238,21 +252,38 @@ class Generator:
         out = self.generate(ids, attention_mask=mask, **kwargs)
         sequences = out.sequences if isinstance(out, GenerateOutput) else out
         returns = len(sequences) // len(encoded)  # rows of prompt 0 first
+        if self.config.is_encoder_decoder:  # the output is a new text, not a continuation
+            return [tokenizer.decode(row[1:].tolist(), skip_special_tokens=True) for row in sequences]
         return [tokenizer.decode((encoded[row // returns] if return_full_text else []) + sequences[row, width:].tolist(),
                                  skip_special_tokens=True) for row in range(len(sequences))]
 
     # -- logits -----------------------------------------------------------------------------
 
-    def logits(self, input_ids, attention_mask=None):
-        """Logits of every position in one forward pass (decoder-only models).
+    def logits(self, input_ids, attention_mask=None, decoder_input_ids=None):
+        """Logits of every position in one forward pass.
 
         Args:
-          input_ids: [B, T] ints, left padded.  attention_mask: [B, T] of 0/1, or None.
+          input_ids: [B, T] ints (left padded for decoder-only models).
+          attention_mask: [B, T] of 0/1, or None.
+          decoder_input_ids: [B, T_dec] ints, required for encoder-decoders (teacher forcing:
+            usually decoder_start_token_id followed by target tokens), refused otherwise.
         Returns:
-          np.ndarray float32 [B, T, V]. Values at padding positions are meaningless.
+          np.ndarray float32 [B, T, V] (decoder-only; values at padding positions are meaningless)
+          or [B, T_dec, V] (encoder-decoder).
         """
         _, ids, mask = self._check_inputs(input_ids, attention_mask)
-        key = ids.shape
+        args = [tf.constant(ids), tf.constant(mask)]
+        if self.config.is_encoder_decoder:
+            if decoder_input_ids is None:
+                raise GenerationArgumentError("encoder-decoder models need decoder_input_ids for logits(); "
+                                              "start them with decoder_start_token_id")
+            _, dec, _ = self._check_inputs(decoder_input_ids, None)
+            if len(dec) != len(ids):
+                raise GenerationArgumentError(f"decoder_input_ids has {len(dec)} rows but input_ids has {len(ids)}")
+            args.append(tf.constant(dec))
+        elif decoder_input_ids is not None:
+            raise GenerationArgumentError(f"decoder_input_ids is only for encoder-decoder models, not {self.config.model_type}")
+        key = tuple(a.shape for a in args)
         if key not in self._logit_programs:
             self._logit_programs[key] = tf.function(self.model.logits, jit_compile=True)
-        return self._logit_programs[key](tf.constant(ids), tf.constant(mask)).numpy()
+        return self._logit_programs[key](*args).numpy()

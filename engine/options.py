@@ -32,6 +32,7 @@ class Options:
     min_new_tokens: int
     eos_token_ids: tuple
     pad_token_id: int
+    decoder_start_token_id: int
     pad_to_multiple_of: int
     do_sample: bool
     num_beams: int
@@ -113,7 +114,8 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
       kwargs: the keywords given to generate.
       generation_config: dict from generation_config.json, or None.
       model_config: the model's config dataclass (its .raw dict supplies fallbacks).
-      prompt_width: python int W, width of input_ids as given (max_length counts it).
+      prompt_width: python int W, the sequence length before the new tokens (max_length and
+        min_length count it): the prompt's width, or 1 (the start token) for encoder-decoders.
       vocab_size: python int, token ids must be below it.
     Returns:
       Options.
@@ -173,8 +175,15 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
     for name, ids in (("eos_token_id", eos), ("pad_token_id", (pad,))):
         if any(i >= vocab_size for i in ids):
             raise GenerationArgumentError(f"{name}={list(ids)} is outside the vocabulary [0, {vocab_size})")
+    start = merged["decoder_start_token_id"]
+    if start is None:
+        start = merged["bos_token_id"] if merged["bos_token_id"] is not None else 0
+    _int("decoder_start_token_id", start, 0)
+    if start >= vocab_size:
+        raise GenerationArgumentError(f"decoder_start_token_id={start} is outside the vocabulary [0, {vocab_size})")
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     return Options(max_new_tokens=max_new, min_new_tokens=min_new, eos_token_ids=eos, pad_token_id=pad,
+                   decoder_start_token_id=start,
                    pad_to_multiple_of=multiple, do_sample=do_sample, num_beams=beams, num_return_sequences=returns,
                    early_stopping=early_stopping, length_penalty=length_penalty,
                    no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),

@@ -53,7 +53,21 @@ def attend(q, k, v, bias, scale):
     return tf.linalg.matmul(tf.nn.softmax(scores, axis=-1), v)
 
 
-def attend_step(q, k, v, kv, layout, scale):
+def attend_shared(q, k, v, key_mask, scale):
+    """G rows per prompt attend to keys/values shared by the prompt (e.g. T5's encoder output).
+
+    Args:
+      q: [B, G, H, D] float.  k, v: [B, H, S, D] float.  key_mask: [B, S] int, 1 for real keys.
+      scale: python float.
+    Returns:
+      [B, G, H, D] float.
+    """
+    scores = tf.einsum("bghd,bhsd->bghs", q, k) * scale
+    scores += bias_from_mask(tf.cast(key_mask, tf.bool), q.dtype)[:, None, None, :]
+    return tf.einsum("bghs,bhsd->bghd", tf.nn.softmax(scores, axis=-1), v)
+
+
+def attend_step(q, k, v, kv, layout, scale, prompt_bias=None, new_bias=None):
     """One new token per row attends to its prompt and its own generated history.
 
     The new key/value is written into the row's slot at position layout.step first. Row g of
@@ -63,6 +77,8 @@ def attend_step(q, k, v, kv, layout, scale):
     Args:
       q, k, v: [B, G, H, D] float, the new token's query, key and value per row.
       kv: cache.LayerKV.  layout: cache.Layout.  scale: python float.
+      prompt_bias, new_bias: optional additive score biases (e.g. T5's relative positions),
+        broadcastable to [B, G, H, P] and [B, G, H, N].
     Returns:
       (out [B, G, H, D] float, the LayerKV with k, v written).
     """
@@ -74,6 +90,10 @@ def attend_step(q, k, v, kv, layout, scale):
     select = tf.transpose(tf.one_hot(layout.ancestry, group, dtype=q.dtype), [0, 1, 3, 2])[:, :, None]  # [B,G,1,G,N]
     new_scores = tf.reduce_sum(tf.einsum("bghd,bjhnd->bghjn", q, kv.new_k) * select, axis=3) * scale
     new_scores += bias_from_mask(tf.range(steps) <= layout.step, q.dtype)
+    if prompt_bias is not None:
+        prompt_scores += prompt_bias
+    if new_bias is not None:
+        new_scores += new_bias
     probs = tf.nn.softmax(tf.concat([prompt_scores, new_scores], axis=-1), axis=-1)
     prompt_probs, new_probs = probs[..., :prompt_scores.shape[-1]], probs[..., prompt_scores.shape[-1]:]
     out = tf.einsum("bghp,bhpd->bghd", prompt_probs, kv.prompt_v)

@@ -36,6 +36,14 @@ def layer_norm(x, scale, bias, eps):
     return y
 
 
+def rms_norm(x, scale, eps):
+    """T5's LayerNorm: scale * x / sqrt(mean(x**2) + eps), no mean subtraction, no bias.
+
+    Args: x [..., E] float; scale [E] float; eps python float. Returns [..., E].
+    """
+    return x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), axis=-1, keepdims=True) + eps) * scale
+
+
 def _gelu_tanh(x):
     return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3.0))))
 

@@ -5,12 +5,12 @@ the built tf.Module offers `prefill`, `step` and `logits` (see models/gpt2.py).
 """
 import os
 
-from . import gpt2, opt
+from . import gpt2, opt, t5
 from .checkpoint import read_json, read_tensors, resolve, weight_files
 from .errors import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError,
                      UnsupportedModelError, XlagenError)
 
-MODEL_TYPES = {"gpt2": gpt2, "opt": opt}
+MODEL_TYPES = {"gpt2": gpt2, "opt": opt, "t5": t5}
 
 
 def load_config(folder):

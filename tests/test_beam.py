@@ -12,7 +12,8 @@ NEW = 12
 
 def _cases():
     cases = json.loads(str(reference("gpt2-tiny")["beam_cases"]))
-    names = ("gpt2-tiny", "gpt2-variant", "gpt2-untied", "opt-tiny", "opt-350m-tiny", "opt-variant")
+    names = ("gpt2-tiny", "gpt2-variant", "gpt2-untied", "opt-tiny", "opt-350m-tiny", "opt-variant",
+             "t5-v1_0-tiny", "t5-v1_1-tiny")
     return [(name, i) for name in names for i in range(len(cases))]
 
 
@@ -22,11 +23,13 @@ def test_beam_search_matches_transformers(name, case):
     options = json.loads(str(ref["beam_cases"]))[case]
     if options["eos_token_id"] == "eos":
         options["eos_token_id"] = int(ref["eos"])
-    out = generator(name).generate(ref["input_ids"], attention_mask=ref["attention_mask"], max_new_tokens=NEW,
-                                   pad_token_id=1, output_scores=True, **options)
+    gen = generator(name)
+    out = gen.generate(ref["input_ids"], attention_mask=ref["attention_mask"], max_new_tokens=NEW,
+                       pad_token_id=1, output_scores=True, **options)
     expected = ref[f"beam_{case}_sequences"]
     returns = options.get("num_return_sequences", 1)
-    assert out.sequences.shape == (len(ref["input_ids"]) * returns, ref["input_ids"].shape[1] + NEW)
+    prefix = 1 if gen.config.is_encoder_decoder else ref["input_ids"].shape[1]
+    assert out.sequences.shape == (len(ref["input_ids"]) * returns, prefix + NEW)
     np.testing.assert_array_equal(out.sequences[:, :expected.shape[1]], expected)
     assert (out.sequences[:, expected.shape[1]:] == 1).all()
     np.testing.assert_allclose(out.sequences_scores, ref[f"beam_{case}_scores"], atol=1e-4, rtol=1e-5)

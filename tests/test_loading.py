@@ -54,7 +54,7 @@ def test_malformed_config(folder):
 
 def test_unknown_model_type(folder):
     _edit_config(folder, model_type="llama")
-    with pytest.raises(UnsupportedModelError, match="'llama' is not supported; supported: gpt2, opt"):
+    with pytest.raises(UnsupportedModelError, match="'llama' is not supported; supported: gpt2, opt, t5"):
         load(folder)
 
 

@@ -16,6 +16,8 @@ Writes, under tests/fixtures/:
   opt-tiny/, opt-tiny-unprefixed/   opt-125m's kind, shrunk, with and without the `model.` prefix
   opt-350m-tiny/        opt-350m's kind: post-LayerNorm, word_embed_proj_dim with project_in/out
   opt-variant/          no biases, no LayerNorm affine, gelu, no final LayerNorm, untied lm_head
+  t5-v1_0-tiny/         T5 v1.0: ReLU, tied head with the d_model**-0.5 rescale, fewer decoder layers
+  t5-v1_1-tiny/         T5 v1.1 / flan-t5: gated-gelu, untied lm_head
   reference/<name>.npz  transformers' outputs: logits, greedy tokens (plain, with EOS, with
                         min_new_tokens, with repetition penalty and no-repeat n-grams) on a
                         left-padded batch, and the warped distribution of the first sampled token
@@ -31,7 +33,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+from transformers import (GenerationConfig, GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM, T5Config,
+                          T5ForConditionalGeneration)
 from transformers.models.opt.modeling_opt import OPTPreTrainedModel
 from transformers.generation.logits_process import (LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor,
                                                     RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
@@ -54,6 +57,13 @@ VARIANT = dict(BASE, n_embd=48, n_head=3, n_layer=3, n_inner=80, n_positions=48,
                layer_norm_epsilon=1e-3, scale_attn_by_inverse_layer_idx=True, reorder_and_upcast_attn=True)
 UNTIED = dict(BASE, n_head=2, activation_function="relu", scale_attn_weights=False, tie_word_embeddings=False,
               initializer_range=0.2)
+# T5: a Unigram tokenizer (ids 0-2 are <pad>, </s>, <unk>) that appends </s>; inputs padded on the right.
+T5_SPECIALS = ["<pad>", "</s>", "<unk>"]
+T5_V10 = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_decoder_layers=2, num_heads=4,
+              relative_attention_num_buckets=8, relative_attention_max_distance=20, feed_forward_proj="relu",
+              tie_word_embeddings=True, decoder_start_token_id=0, initializer_factor=1.5)
+T5_V11 = dict(T5_V10, feed_forward_proj="gated-gelu", tie_word_embeddings=False, num_layers=2, d_ff=48,
+              num_heads=2, d_kv=12, initializer_factor=0.5)
 # OPT: ids 0-3 are <s>, <pad>, </s>, <unk> as in facebook/opt-*; the tokenizer puts </s> first.
 OPT_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 OPT_125M = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=4,
@@ -151,6 +161,43 @@ def reference(model, tok):
                 sampling_cases=np.array(json.dumps(SAMPLING_CASES)))
 
 
+def train_unigram_tokenizer():
+    """A T5-style tokenizer.json: Unigram over Metaspace pieces, </s> appended to every input."""
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=VOCAB, special_tokens=T5_SPECIALS, unk_token="<unk>",
+                                      show_progress=False)
+    tok.train_from_iterator(corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    assert tok.get_vocab_size() == VOCAB and tok.token_to_id("</s>") == 1
+    return tok
+
+
+@torch.no_grad()
+def seq2seq_reference(model, tok):
+    """transformers' decoder logits, greedy and beam tokens on a right-padded batch of PROMPTS."""
+    rows = [tok.encode(p).ids for p in PROMPTS]
+    width = max(len(r) for r in rows)
+    ids = np.array([r + [0] * (width - len(r)) for r in rows])
+    mask = np.array([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
+
+    def greedy(**kw):
+        return model.generate(t_ids, attention_mask=t_mask, do_sample=False, max_new_tokens=NEW_TOKENS, **kw).numpy()
+
+    no_eos = greedy(eos_token_id=None, pad_token_id=0)
+    eos = int(no_eos[0, 5])  # the 5th new token of row 0
+    decoder_ids = torch.tensor(no_eos[:, :8])  # teacher forcing: the start token and 7 greedy tokens
+    logits = model(t_ids, attention_mask=t_mask, decoder_input_ids=decoder_ids).logits.numpy()
+    return dict(**beam_reference(model, ids, mask, eos), pad=np.array(0), input_ids=ids, attention_mask=mask,
+                decoder_input_ids=decoder_ids.numpy(), logits=logits, greedy=no_eos, eos=np.array(eos),
+                greedy_eos=greedy(eos_token_id=[eos, VOCAB - 1], pad_token_id=1),
+                greedy_min_new=greedy(eos_token_id=eos, pad_token_id=1, min_new_tokens=7),
+                greedy_penalized=greedy(eos_token_id=None, pad_token_id=0, repetition_penalty=1.5, no_repeat_ngram_size=2))
+
+
 def processor_reference():
     """transformers' processors and warpers on random logits and token histories."""
     rng = np.random.RandomState(0)
@@ -223,25 +270,29 @@ CHECKPOINTS = {
     "opt-tiny": (OPTForCausalLM, OPTConfig(**OPT_125M), 3, {"opt-tiny-unprefixed": "unprefixed"}),
     "opt-350m-tiny": (OPTForCausalLM, OPTConfig(**OPT_350M), 4, {}),
     "opt-variant": (OPTForCausalLM, OPTConfig(**OPT_VARIANT), 5, {}),
+    "t5-v1_0-tiny": (T5ForConditionalGeneration, T5Config(**T5_V10), 6, {}),
+    "t5-v1_1-tiny": (T5ForConditionalGeneration, T5Config(**T5_V11), 7, {}),
 }
 
 
 def main():
     os.makedirs(os.path.join(ROOT, "reference"), exist_ok=True)
-    tokenizers_by_type = {"gpt2": train_tokenizer([EOT]), "opt": train_tokenizer(OPT_SPECIALS, bos="</s>")}
+    tokenizers_by_type = {"gpt2": train_tokenizer([EOT]), "opt": train_tokenizer(OPT_SPECIALS, bos="</s>"),
+                          "t5": train_unigram_tokenizer()}
     for name, (model_class, config, seed, copies) in CHECKPOINTS.items():
         model = build(model_class, config, seed)
         tok = tokenizers_by_type[config.model_type]
         write_folder(name, model, tok)
         for copy, layout in copies.items():
             write_folder(copy, model, tok, layout)
-        ref = reference(model, tok)
+        ref = (seq2seq_reference if config.is_encoder_decoder else reference)(model, tok)
         np.savez_compressed(os.path.join(ROOT, "reference", name + ".npz"), **ref)
+        start = 1 if config.is_encoder_decoder else ref["input_ids"].shape[1]
         for i in range(len(BEAM_CASES)):
-            seqs = ref[f"beam_{i}_sequences"][:, ref["input_ids"].shape[1]:]
+            seqs = ref[f"beam_{i}_sequences"][:, start:]
             print(name, "beam case", i, "width", seqs.shape[1], "rows ending in EOS:",
                   int((seqs == int(ref["eos"])).any(1).sum()), "of", len(seqs), file=sys.stderr)
-        new = ref["greedy_eos"][:, ref["input_ids"].shape[1]:]
+        new = ref["greedy_eos"][:, start:]
         print(name, "greedy row 0:", ref["greedy"][0].tolist(), "eos", int(ref["eos"]),
               "rows stopped by eos:", int((new == int(ref["eos"])).any(1).sum()), file=sys.stderr)
     np.savez_compressed(os.path.join(ROOT, "reference", "processors.npz"), **processor_reference())

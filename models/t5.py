@@ -1,0 +1,279 @@
+"""T5 (v1.0 and v1.1 / flan-t5), from Hub files, with an encoder that runs once per call.
+
+The decoder's self-attention uses the same cache as the decoder-only models (its "prompt"
+is the decoder start token); the encoder output's keys/values for cross-attention are
+computed once and shared by every sample or beam of a prompt. Hub names: `shared.weight`,
+`encoder.block.0.layer.0.SelfAttention.q.weight`, ...; torch Linear weights are [out, in].
+"""
+import dataclasses
+from typing import Optional, Union
+
+import tensorflow as tf
+
+from xlagen.kernels import attention, cache, layers, positions
+
+from . import config as config_lib
+from .base import CachedLM
+from .checkpoint import take
+from .errors import CheckpointFormatError, UnsupportedModelError
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """The fields of a T5 config.json that change the math (defaults: transformers' T5Config)."""
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_layers: int = 6
+    num_decoder_layers: Optional[int] = None
+    num_heads: int = 8
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "relu"
+    tie_word_embeddings: bool = True
+    pad_token_id: Optional[int] = 0
+    eos_token_id: Union[int, list, None] = 1
+    bos_token_id: Optional[int] = None
+    decoder_start_token_id: Optional[int] = 0
+    model_type: str = "t5"
+    raw: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    is_encoder_decoder = True
+    max_positions = None  # relative positions: no fixed limit
+
+    @property
+    def decoder_layers(self):
+        return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
+
+    @property
+    def gated(self):
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def activation_name(self):
+        """transformers' dense_act_fn: gated-gelu means gelu_new."""
+        name = self.feed_forward_proj.split("-")[-1]
+        return "gelu_new" if self.feed_forward_proj == "gated-gelu" else name
+
+    def validate(self, source):
+        config_lib.require_positive(self, source, "vocab_size", "d_model", "d_kv", "d_ff", "num_layers",
+                                    "num_decoder_layers", "num_heads", "relative_attention_num_buckets",
+                                    "relative_attention_max_distance")
+        parts = self.feed_forward_proj.split("-")
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated") or self.activation_name not in layers.ACTIVATIONS:
+            raise UnsupportedModelError(
+                f"{source}: feed_forward_proj {self.feed_forward_proj!r} is not supported; expected 'ACT' or "
+                f"'gated-ACT' with ACT one of {', '.join(sorted(layers.ACTIVATIONS))}")
+        if self.relative_attention_num_buckets < 4:
+            raise CheckpointFormatError(f"{source}: relative_attention_num_buckets must be at least 4")
+
+
+def parse_config(data, source):
+    """T5Config from a config.json dict."""
+    return config_lib.from_dict(T5Config, data, source)
+
+
+def _stack_shapes(c, stack, n_layers, cross):
+    e, inner, f = c.d_model, c.num_heads * c.d_kv, c.d_ff
+    shapes = {f"{stack}.final_layer_norm.weight": (e,),
+              f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight":
+                  (c.relative_attention_num_buckets, c.num_heads)}
+    for i in range(n_layers):
+        p = f"{stack}.block.{i}.layer."
+        attentions = ["0.SelfAttention"] + (["1.EncDecAttention"] if cross else [])
+        for a, name in enumerate(attentions):
+            shapes.update({f"{p}{name}.{x}.weight": (inner, e) for x in "qkv"})
+            shapes[f"{p}{name}.o.weight"] = (e, inner)
+            shapes[f"{p}{a}.layer_norm.weight"] = (e,)
+        ff = len(attentions)
+        wis = ["wi_0", "wi_1"] if c.gated else ["wi"]
+        shapes.update({f"{p}{ff}.DenseReluDense.{w}.weight": (f, e) for w in wis})
+        shapes[f"{p}{ff}.DenseReluDense.wo.weight"] = (e, f)
+        shapes[f"{p}{ff}.layer_norm.weight"] = (e,)
+    return shapes
+
+
+def hub_shapes(c):
+    """Every tensor we read, by its Hub name, with its Hub shape."""
+    shapes = {"shared.weight": (c.vocab_size, c.d_model)}
+    shapes.update(_stack_shapes(c, "encoder", c.num_layers, cross=False))
+    shapes.update(_stack_shapes(c, "decoder", c.decoder_layers, cross=True))
+    if not c.tie_word_embeddings:
+        shapes["lm_head.weight"] = (c.vocab_size, c.d_model)
+    return shapes
+
+
+# Copies of shared.weight that checkpoints carry under other names.
+TIED_COPIES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+class T5(CachedLM):
+    """T5ForConditionalGeneration. Decoding state (B prompts, G rows per prompt, S encoder slots):
+
+      kv:       tuple of decoder-layer kernels.cache.LayerKV (prompt part: the start token)
+      cross:    tuple of decoder-layer (k, v) [B, H, S, D] from the encoder output
+      enc_mask: [B, S] int32, 1 for real encoder tokens
+      layout:   kernels.cache.Layout of the decoder self-attention cache
+    """
+
+    def __init__(self, config, tensors, source="checkpoint"):
+        super().__init__(name="t5")
+        self.config = config
+        self.num_heads, self.head_dim = config.num_heads, config.d_kv
+        self.vocab_size = config.vocab_size
+        self.w = {}
+        for name, shape in hub_shapes(config).items():
+            linear = len(shape) == 2 and name.endswith(("q.weight", "k.weight", "v.weight", "o.weight", "wi.weight",
+                                                        "wi_0.weight", "wi_1.weight", "wo.weight"))
+            self.w[name] = tf.Variable(take(tensors, name, shape, source, transpose=linear), trainable=False,
+                                       name=name.replace(".", "_"))
+        self.unused = sorted(n for n in tensors if n not in self.w and n not in TIED_COPIES
+                             and not (n == "lm_head.weight" and config.tie_word_embeddings))
+        self._act = layers.activation(config.activation_name)
+
+    # -- layers ----------------------------------------------------------------------------
+
+    def _norm(self, x, name):
+        return layers.rms_norm(x, self.w[name], self.config.layer_norm_epsilon)
+
+    def _ff(self, x, p):
+        w = self.w
+        if self.config.gated:
+            h = self._act(layers.dense(x, w[p + "DenseReluDense.wi_0.weight"])) * layers.dense(x, w[p + "DenseReluDense.wi_1.weight"])
+        else:
+            h = self._act(layers.dense(x, w[p + "DenseReluDense.wi.weight"]))
+        return layers.dense(h, w[p + "DenseReluDense.wo.weight"])
+
+    def _position_bias(self, stack, relative_position):
+        """Relative position bias [..., H] for int32 key - query distances [...]."""
+        c = self.config
+        bucket = positions.relative_bucket(relative_position, stack == "encoder", c.relative_attention_num_buckets,
+                                           c.relative_attention_max_distance)
+        return tf.gather(self.w[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"], bucket)
+
+    def _stack(self, stack, input_ids, attend_self, attend_cross=None):
+        """An encoder or decoder stack over tokens of any leading shape [...].
+
+        attend_self(i, q, k, v) and attend_cross(i, q) return [..., H*D] for layer i.
+        Returns the hidden states [..., E] after the final RMS norm.
+        """
+        c, w = self.config, self.w
+        x = tf.gather(w["shared.weight"], input_ids)
+        n_layers = c.num_layers if stack == "encoder" else c.decoder_layers
+        for i in range(n_layers):
+            p = f"{stack}.block.{i}.layer."
+            h = self._norm(x, p + "0.layer_norm.weight")
+            q, k, v = (layers.dense(h, w[f"{p}0.SelfAttention.{n}.weight"]) for n in "qkv")
+            x = x + layers.dense(attend_self(i, q, k, v), w[p + "0.SelfAttention.o.weight"])
+            ff = p + "1."
+            if attend_cross is not None:
+                h = self._norm(x, p + "1.layer_norm.weight")
+                x = x + layers.dense(attend_cross(i, layers.dense(h, w[p + "1.EncDecAttention.q.weight"])),
+                                     w[p + "1.EncDecAttention.o.weight"])
+                ff = p + "2."
+            x = x + self._ff(self._norm(x, ff + "layer_norm.weight"), ff)
+        return self._norm(x, f"{stack}.final_layer_norm.weight")
+
+    def _block_attention(self, bias, keep=None):
+        """attend(i, q, k, v) over whole blocks [B, T, H*D] with an additive bias [B, H, T, S]."""
+        def attend(i, q, k, v):
+            q, k, v = (attention.split_heads(t, self.num_heads) for t in (q, k, v))
+            if keep is not None:
+                keep.append((k, v))
+            return attention.merge_heads(attention.attend(q, k, v, bias, 1.0))  # T5 does not scale scores
+        return attend
+
+    def encode(self, input_ids, attention_mask):
+        """The encoder: [B, S] int32 ids and mask -> [B, S, E] float32 (padding anywhere)."""
+        s = input_ids.shape[1]
+        relative = tf.range(s)[None, :] - tf.range(s)[:, None]  # key - query
+        bias = tf.transpose(self._position_bias("encoder", relative), [2, 0, 1])[None]
+        bias += attention.bias_from_mask(tf.cast(attention_mask, tf.bool))[:, None, None, :]
+        return self._stack("encoder", input_ids, self._block_attention(bias))
+
+    def _cross_kv(self, encoded):
+        w = self.w
+        return tuple((attention.split_heads(layers.dense(encoded, w[f"decoder.block.{i}.layer.1.EncDecAttention.k.weight"]), self.num_heads),
+                      attention.split_heads(layers.dense(encoded, w[f"decoder.block.{i}.layer.1.EncDecAttention.v.weight"]), self.num_heads))
+                     for i in range(self.config.decoder_layers))
+
+    def _decode_block(self, decoder_input_ids, cross, enc_mask, keep=None):
+        """The decoder over whole [B, T] blocks (causal, right after position 0)."""
+        t = decoder_input_ids.shape[1]
+        relative = tf.range(t)[None, :] - tf.range(t)[:, None]
+        bias = tf.transpose(self._position_bias("decoder", relative), [2, 0, 1])[None]
+        bias += attention.bias_from_mask(relative <= 0)[None, None]
+        cross_bias = attention.bias_from_mask(tf.cast(enc_mask, tf.bool))[:, None, None, :]
+
+        def attend_cross(i, q):
+            q = attention.split_heads(q, self.num_heads)
+            return attention.merge_heads(attention.attend(q, cross[i][0], cross[i][1], cross_bias, 1.0))
+
+        return self._stack("decoder", decoder_input_ids, self._block_attention(bias, keep), attend_cross)
+
+    def head(self, hidden):
+        """Vocabulary logits: [..., E] -> [..., V] float32 (v1.0's tied head rescales by d_model**-0.5)."""
+        if self.config.tie_word_embeddings:
+            return tf.einsum("...e,ve->...v", hidden * self.config.d_model ** -0.5, self.w["shared.weight"])
+        return tf.einsum("...e,ve->...v", hidden, self.w["lm_head.weight"])
+
+    # -- the decoding interface (models/base.py) -------------------------------------------
+
+    def prefill(self, input_ids, attention_mask, max_new_tokens, group=1, decoder_input_ids=None):
+        """Encode once, then run the decoder start token.
+
+        Args:
+          input_ids, attention_mask: [B, S] int32 encoder input (padding anywhere).
+          max_new_tokens: python int N.  group: python int G.
+          decoder_input_ids: [B, 1] int32, the decoder start token of each prompt.
+        Returns:
+          (logits [B, V] float32 for the first new token, decoding state).
+        """
+        mask = tf.cast(attention_mask, tf.int32)
+        cross = self._cross_kv(self.encode(input_ids, mask))
+        keep = []
+        hidden = self._decode_block(decoder_input_ids, cross, mask, keep)
+        start = tf.ones_like(decoder_input_ids, tf.int32)
+        state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in keep), "cross": cross,
+                 "enc_mask": mask, "layout": cache.start_layout(start, group, max_new_tokens)}
+        return self.head(hidden[:, -1]), state
+
+    def step(self, tokens, state):
+        """Feed one token per row: tokens [B, G] int32 -> (logits [B, G, V] float32, new state)."""
+        b, g = tokens.shape
+        shape = [b, g, self.num_heads, self.head_dim]
+        layout, kvs = state["layout"], list(state["kv"])
+        prompt_len, steps = kvs[0].prompt_k.shape[2], kvs[0].new_k.shape[3]
+        query = prompt_len + layout.step
+        prompt_bias = tf.transpose(self._position_bias("decoder", tf.range(prompt_len) - query))[None, None]
+        new_bias = tf.transpose(self._position_bias("decoder", prompt_len + tf.range(steps) - query))[None, None]
+
+        def attend_self(i, q, k, v):
+            out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, 1.0,
+                                                prompt_bias, new_bias)
+            return tf.reshape(out, [b, g, -1])
+
+        def attend_cross(i, q):
+            k, v = state["cross"][i]
+            return tf.reshape(attention.attend_shared(tf.reshape(q, shape), k, v, state["enc_mask"], 1.0), [b, g, -1])
+
+        hidden = self._stack("decoder", tokens, attend_self, attend_cross)
+        return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
+
+    def logits(self, input_ids, attention_mask, decoder_input_ids):
+        """Decoder logits, teacher-forced, in one pass.
+
+        Args:
+          input_ids, attention_mask: [B, S] int32.  decoder_input_ids: [B, T] int32.
+        Returns:
+          [B, T, V] float32.
+        """
+        mask = tf.cast(attention_mask, tf.int32)
+        return self.head(self._decode_block(decoder_input_ids, self._cross_kv(self.encode(input_ids, mask)), mask))
+
+
+def build(config, tensors, source):
+    """The T5 module for a parsed config and {hub name: array} tensors."""
+    return T5(config, tensors, source)
