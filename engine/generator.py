@@ -16,8 +16,10 @@ from . import decode, options
 EOS_SLOTS = 8  # EOS id vectors are padded to a multiple of this (see kernels.search.NO_TOKEN)
 
 
-def load(name_or_path):
-    """Load a checkpoint folder in Hub layout (or a Hub id, with huggingface_hub installed).
+def load(name_or_path=None):
+    """Load a checkpoint folder in Hub layout, a Hub id (with huggingface_hub installed), or,
+    with no argument or "default", the small GPT-2 trained on Python's documentation that
+    ships inside the package.
 
     Reads config.json, model.safetensors or a sharded model.safetensors.index.json, and
     generation_config.json and tokenizer.json when present.

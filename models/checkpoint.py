@@ -19,12 +19,20 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", SAFETENSORS_FILE, SAFETENSORS_INDEX, "*.safetensors"]
 
 
-def resolve(name_or_path):
-    """The local folder for a checkpoint: `name_or_path` itself when it is a folder, else a
-    Hub id fetched (only the files xlagen reads) with huggingface_hub when that is installed.
+# The small GPT-2 shipped inside the package (tools/train_default.py), used when no model is named.
+DEFAULT_MODEL = "default"
+DEFAULT_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default")
 
-    Returns a str path. Raises CheckpointNotFoundError with what to do when neither works.
+
+def resolve(name_or_path=None):
+    """The local folder for a checkpoint: the bundled default model for None or "default";
+    `name_or_path` itself when it is a folder; else a Hub id fetched (only the files xlagen
+    reads) with huggingface_hub when that is installed.
+
+    Returns a str path. Raises CheckpointNotFoundError with what to do when none works.
     """
+    if name_or_path is None or name_or_path == DEFAULT_MODEL:
+        return DEFAULT_FOLDER
     path = os.fspath(name_or_path)
     if os.path.isdir(path):
         return path

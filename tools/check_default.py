@@ -32,7 +32,7 @@ from xlagen.engine import load  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
-MAX_BYTES = 10 * 1024 * 1024
+MAX_BYTES = 10_000_000
 TOLERANCE = 1e-4
 PROMPTS = ["The for statement", "A class", "The import system",
            "If the syntax **expressions is used in the function call,",
