@@ -42,6 +42,17 @@ def load(name_or_path=None):
     return Generator(folder, config, model, generation_config, tokenizer)
 
 
+def left_pad(rows, pad_id=0):
+    """Token id lists of different lengths -> (ids, attention_mask), [B, max length] int32, left padded."""
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = r
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
 def _as_ids(name, value):
     """A [B, T] int32 numpy array from a list, array or tensor; 1-D input is one row."""
     if isinstance(value, tf.Tensor):
@@ -245,12 +256,8 @@ class Generator:
         encoded = [tokenizer.encode(p).ids for p in prompts]
         if any(not e for e in encoded):
             raise GenerationArgumentError("a prompt encodes to no tokens; give every prompt some text")
-        width = max(len(e) for e in encoded)
-        ids = np.zeros((len(encoded), width), np.int32)
-        mask = np.zeros_like(ids)
-        for row, e in enumerate(encoded):
-            ids[row, width - len(e):] = e
-            mask[row, width - len(e):] = 1
+        ids, mask = left_pad(encoded)
+        width = ids.shape[1]
         out = self.generate(ids, attention_mask=mask, **kwargs)
         sequences = out.sequences if isinstance(out, GenerateOutput) else out
         returns = len(sequences) // len(encoded)  # rows of prompt 0 first

@@ -14,9 +14,24 @@ import tensorflow as tf
 
 from xlagen.kernels import attention, cache, positions
 
+from .checkpoint import take
+
 
 class CachedLM(tf.Module):
-    """Base class of the models: the beam reorder every cached model shares."""
+    """Base class of the models: weight loading and the beam reorder every cached model shares."""
+
+    def _load(self, config, tensors, shapes, source, transposed=lambda name: False, ignored=()):
+        """Make self.w, one tf.Variable per Hub tensor in `shapes` ({name: Hub shape}), and
+        self.unused, the names read but not used (minus `ignored` names and a tied lm_head).
+
+        transposed(name) says whether a tensor is a torch Linear weight [out, in], stored as [in, out].
+        """
+        self.config, self.vocab_size = config, config.vocab_size
+        self.w = {name: tf.Variable(take(tensors, name, shape, source, transpose=transposed(name)),
+                                    trainable=False, name=name.replace(".", "_"))
+                  for name, shape in shapes.items()}
+        self.unused = sorted(n for n in tensors if n not in self.w and not n.endswith(tuple(ignored))
+                             and not (n == "lm_head.weight" and config.tie_word_embeddings))
 
     def reorder(self, state, parents):
         """Row g of each prompt continues the history of row parents[b, g]; moves no keys or values."""

@@ -13,7 +13,7 @@ from xlagen.kernels import layers
 
 from . import config as config_lib
 from .base import DecoderLM
-from .checkpoint import strip_prefix, take
+from .checkpoint import strip_prefix
 from .errors import CheckpointFormatError, UnsupportedModelError
 
 
@@ -96,14 +96,9 @@ class GPT2(DecoderLM):
 
     def __init__(self, config, tensors, source="checkpoint"):
         super().__init__(name="gpt2")
-        self.config = config
         self.num_heads, self.head_dim = config.n_head, config.n_embd // config.n_head
-        self.vocab_size = config.vocab_size
-        tensors = strip_prefix(tensors, HUB_PREFIXES)
-        self.w = {name: tf.Variable(take(tensors, name, shape, source), trainable=False, name=name.replace(".", "_"))
-                  for name, shape in hub_shapes(config).items()}
-        self.unused = sorted(n for n in tensors if n not in self.w and not n.endswith(IGNORED)
-                             and not (n == "lm_head.weight" and config.tie_word_embeddings))
+        # Conv1D weights are already (in, out): nothing is transposed.
+        self._load(config, strip_prefix(tensors, HUB_PREFIXES), hub_shapes(config), source, ignored=IGNORED)
         self._act = layers.activation(config.activation_function)
 
     def _scale(self, i):

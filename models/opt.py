@@ -12,7 +12,7 @@ from xlagen.kernels import layers
 
 from . import config as config_lib
 from .base import DecoderLM
-from .checkpoint import strip_prefix, take
+from .checkpoint import strip_prefix
 from .errors import CheckpointFormatError, UnsupportedModelError
 
 POSITION_OFFSET = 2  # OPT's learned positions start at table row 2
@@ -112,19 +112,13 @@ class OPT(DecoderLM):
 
     def __init__(self, config, tensors, source="checkpoint"):
         super().__init__(name="opt")
-        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.vocab_size = config.vocab_size
-        tensors = strip_prefix(tensors, HUB_PREFIXES)
-        self.w = {}
-        for name, shape in hub_shapes(config).items():
-            # Linear weights are [out, in] in torch; embedding tables stay [rows, width].
-            linear = len(shape) == 2 and not name.endswith(("embed_tokens.weight", "embed_positions.weight", "lm_head.weight"))
-            self.w[name] = tf.Variable(take(tensors, name, shape, source, transpose=linear), trainable=False,
-                                       name=name.replace(".", "_"))
-        self.unused = sorted(n for n in tensors if n not in self.w
-                             and not (n == "lm_head.weight" and config.tie_word_embeddings))
+        shapes = hub_shapes(config)
+        # Linear weights are [out, in] in torch; embedding tables stay [rows, width].
+        tables = ("embed_tokens.weight", "embed_positions.weight", "lm_head.weight")
+        self._load(config, strip_prefix(tensors, HUB_PREFIXES), shapes, source,
+                   transposed=lambda name: len(shapes[name]) == 2 and not name.endswith(tables))
         self._act = layers.activation(config.activation_function)
 
     def _scale(self, i):

@@ -14,7 +14,6 @@ from xlagen.kernels import attention, cache, layers, positions
 
 from . import config as config_lib
 from .base import CachedLM
-from .checkpoint import take
 from .errors import CheckpointFormatError, UnsupportedModelError
 
 
@@ -120,17 +119,10 @@ class T5(CachedLM):
 
     def __init__(self, config, tensors, source="checkpoint"):
         super().__init__(name="t5")
-        self.config = config
         self.num_heads, self.head_dim = config.num_heads, config.d_kv
-        self.vocab_size = config.vocab_size
-        self.w = {}
-        for name, shape in hub_shapes(config).items():
-            linear = len(shape) == 2 and name.endswith(("q.weight", "k.weight", "v.weight", "o.weight", "wi.weight",
-                                                        "wi_0.weight", "wi_1.weight", "wo.weight"))
-            self.w[name] = tf.Variable(take(tensors, name, shape, source, transpose=linear), trainable=False,
-                                       name=name.replace(".", "_"))
-        self.unused = sorted(n for n in tensors if n not in self.w and n not in TIED_COPIES
-                             and not (n == "lm_head.weight" and config.tie_word_embeddings))
+        linears = ("q.weight", "k.weight", "v.weight", "o.weight", "wi.weight", "wi_0.weight", "wi_1.weight", "wo.weight")
+        self._load(config, tensors, hub_shapes(config), source, transposed=lambda name: name.endswith(linears),
+                   ignored=TIED_COPIES)
         self._act = layers.activation(config.activation_name)
 
     # -- layers ----------------------------------------------------------------------------

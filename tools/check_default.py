@@ -29,6 +29,7 @@ from transformers import GPT2LMHeadModel, GPT2TokenizerFast
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from xlagen.engine import load  # noqa: E402
+from xlagen.engine.generator import left_pad  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json")
@@ -51,14 +52,6 @@ class Report:
         return ok
 
 
-def left_pad(rows):
-    width = max(len(r) for r in rows)
-    ids = np.zeros((len(rows), width), np.int64)
-    mask = np.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
-    return ids, mask
 
 
 def check_files(folder, report):
@@ -114,7 +107,7 @@ def check_model(folder, tok, new_tokens, report):
         ref = model(torch.tensor([r])).logits.numpy()
         worst = max(worst, float(np.abs(gen.logits([r]) - ref).max()))
     ids, mask = left_pad(rows)
-    t_ids, t_mask = torch.tensor(ids), torch.tensor(mask)
+    t_ids, t_mask = torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
     positions = (t_mask.cumsum(-1) - 1).clamp(min=0)
     ref = model(t_ids, attention_mask=t_mask, position_ids=positions).logits.numpy()
     batch_worst = float(np.abs(gen.logits(ids, attention_mask=mask) - ref)[mask == 1].max())
