@@ -2,7 +2,7 @@
 import dataclasses
 import typing
 
-from .errors import CheckpointFormatError
+from .errors import CheckpointFormatError, UnsupportedModelError
 
 
 def _check(name, value, annotation, source):
@@ -53,3 +53,11 @@ def require_positive(config, source, *names):
         v = getattr(config, n)
         if v is not None and v <= 0:
             raise CheckpointFormatError(f"{source}: field {n!r} must be positive, got {v}")
+
+
+def require_activation(name, source, field="activation_function"):
+    """Raise UnsupportedModelError unless `name` is an activation kernels.layers knows."""
+    from xlagen.kernels import layers
+    if name not in layers.ACTIVATIONS:
+        raise UnsupportedModelError(f"{source}: {field} {name!r} is not supported; "
+                                    f"supported: {', '.join(sorted(layers.ACTIVATIONS))}")

@@ -14,7 +14,7 @@ from xlagen.kernels import layers
 from . import config as config_lib
 from .base import DecoderLM
 from .checkpoint import strip_prefix
-from .errors import CheckpointFormatError, UnsupportedModelError
+from .errors import CheckpointFormatError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +52,7 @@ class GPT2Config:
         config_lib.require_positive(self, source, "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner")
         if self.n_embd % self.n_head:
             raise CheckpointFormatError(f"{source}: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.activation_function not in layers.ACTIVATIONS:
-            raise UnsupportedModelError(
-                f"{source}: activation_function {self.activation_function!r} is not supported; "
-                f"supported: {', '.join(sorted(layers.ACTIVATIONS))}")
+        config_lib.require_activation(self.activation_function, source)
 
 
 # transformers' GPT2Config.attribute_map: other spellings of the same fields.

@@ -13,7 +13,7 @@ from xlagen.kernels import layers
 from . import config as config_lib
 from .base import DecoderLM
 from .checkpoint import strip_prefix
-from .errors import CheckpointFormatError, UnsupportedModelError
+from .errors import CheckpointFormatError
 
 POSITION_OFFSET = 2  # OPT's learned positions start at table row 2
 
@@ -61,10 +61,7 @@ class OPTConfig:
         if self.hidden_size % self.num_attention_heads:
             raise CheckpointFormatError(f"{source}: hidden_size={self.hidden_size} is not divisible by "
                                         f"num_attention_heads={self.num_attention_heads}")
-        if self.activation_function not in layers.ACTIVATIONS:
-            raise UnsupportedModelError(
-                f"{source}: activation_function {self.activation_function!r} is not supported; "
-                f"supported: {', '.join(sorted(layers.ACTIVATIONS))}")
+        config_lib.require_activation(self.activation_function, source)
 
 
 HUB_PREFIXES = ("model.",)

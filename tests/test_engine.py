@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import generator, reference
+from conftest import reference
 from xlagen.engine import GenerationArgumentError
 
 

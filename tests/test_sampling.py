@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import generator, reference
+from conftest import reference
 from xlagen.engine import GenerationArgumentError, decode
 from xlagen.kernels import processors, sampling
 from xlagen.kernels.search import NO_TOKEN
