@@ -13,7 +13,7 @@ _EXPORTS = {
     "load": ".generator", "Generator": ".generator",
     "XlagenError": "xlagen.models.errors", "CheckpointFormatError": "xlagen.models.errors",
     "CheckpointNotFoundError": "xlagen.models.errors", "GenerationArgumentError": "xlagen.models.errors",
-    "UnsupportedModelError": "xlagen.models.errors",
+    "UnsupportedModelError": "xlagen.models.errors", "MemoryLimitError": "xlagen.models.errors",
 }
 __all__ = list(_EXPORTS)
 

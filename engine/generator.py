@@ -9,20 +9,31 @@ import tensorflow as tf
 
 from xlagen import models
 from xlagen.kernels.search import NO_TOKEN
-from xlagen.models import GenerationArgumentError
+from xlagen.models import GenerationArgumentError, MemoryLimitError
 
 from . import decode, options
 
 EOS_SLOTS = 8  # EOS id vectors are padded to a multiple of this (see kernels.search.NO_TOKEN)
 
 
-def load(name_or_path=None):
+def default_memory_limit():
+    """Half the machine's physical memory, in bytes (8 GiB where that cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def load(name_or_path=None, memory_limit=None):
     """Load a checkpoint folder in Hub layout, a Hub id (with huggingface_hub installed), or,
     with no argument or "default", the small GPT-2 trained on Python's documentation that
     ships inside the package.
 
     Reads config.json, model.safetensors or a sharded model.safetensors.index.json, and
     generation_config.json and tokenizer.json when present.
+    memory_limit: bytes one generate call may allocate (KV cache and working memory), checked
+    before anything is compiled; None means half the physical memory. Also settable later as
+    `gen.memory_limit`, or per call with generate(..., memory_limit=...).
     Returns a Generator. Raises a subclass of xlagen.models.XlagenError naming the file at fault.
     """
     folder = models.resolve(name_or_path)
@@ -39,7 +50,7 @@ def load(name_or_path=None):
             tokenizer = Tokenizer.from_file(tokenizer_path)
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
             raise models.CheckpointFormatError(f"{tokenizer_path} is not a readable tokenizers file: {e}") from None
-    return Generator(folder, config, model, generation_config, tokenizer)
+    return Generator(folder, config, model, generation_config, tokenizer, memory_limit)
 
 
 def left_pad(rows, pad_id=0):
@@ -51,6 +62,11 @@ def left_pad(rows, pad_id=0):
         ids[i, width - len(r):] = r
         mask[i, width - len(r):] = 1
     return ids, mask
+
+
+def _size(n):
+    """Bytes as a short human figure: '1.50 GiB', '12.0 MiB'."""
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def _as_ids(name, value):
@@ -121,10 +137,12 @@ class Generator:
       tokenizer: tokenizers.Tokenizer from tokenizer.json, or None.
       path: the local folder the files were read from.
       trace_count: how many generate programs have been traced so far.
+      memory_limit: bytes one generate call may allocate; larger calls raise MemoryLimitError.
     """
 
-    def __init__(self, path, config, model, generation_config=None, tokenizer=None):
+    def __init__(self, path, config, model, generation_config=None, tokenizer=None, memory_limit=None):
         self.path, self.config, self.model = path, config, model
+        self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.generation_config, self.tokenizer = generation_config, tokenizer
         self._programs = {}  # static signature -> tf.function(jit_compile=True)
         self._logit_programs = {}
@@ -165,6 +183,19 @@ class Generator:
             return ids, mask
         return (np.pad(ids, ((0, 0), (extra, 0)), constant_values=pad_id), np.pad(mask, ((0, 0), (extra, 0))))
 
+    def _check_memory(self, batch, prompt_len, strategy, max_new_tokens, limit):
+        """Raise MemoryLimitError, with the figures, when a call would allocate more than `limit` bytes."""
+        parts = self.model.memory_estimate(batch, prompt_len, strategy.group, max_new_tokens)
+        total = sum(parts.values())
+        if total > limit:
+            detail = ", ".join(f"{name} {_size(n)}" for name, n in parts.items())
+            rows = f"batch {batch} x {strategy.group} {'beams' if strategy.kind == 'beam' else 'rows'} per prompt"
+            raise MemoryLimitError(
+                f"this call needs about {_size(total)} ({detail}; {rows}, {self.model.num_cache_layers} layers, "
+                f"{prompt_len} + {max_new_tokens} positions), above the memory limit of {_size(limit)}. "
+                f"Lower the batch, num_beams / num_return_sequences or max_new_tokens, or raise the limit with "
+                f"generate(..., memory_limit=BYTES) or load(..., memory_limit=BYTES)")
+
     # -- generate ---------------------------------------------------------------------------
 
     def _program(self, batch, input_len, history_len, max_new_tokens, strategy):
@@ -197,7 +228,8 @@ class Generator:
             num_beams, length_penalty, early_stopping, num_return_sequences, eos_token_id,
             pad_token_id, decoder_start_token_id, output_scores, ...), defaults from
             generation_config.json then config.json; seed (an int or a pair of int32: the same seed
-            and inputs give the same tokens); pad_to_multiple_of (default 8), the prompt bucket.
+            and inputs give the same tokens); pad_to_multiple_of (default 8), the prompt bucket;
+            memory_limit (bytes) for this call, instead of the Generator's.
         Returns:
           np.ndarray int32 [B * num_return_sequences, W + max_new_tokens] for decoder-only models:
           the prompt as given, then the new tokens; [B * num_return_sequences, 1 + max_new_tokens]
@@ -222,7 +254,10 @@ class Generator:
         inputs = history
         if encoder_decoder:
             history = np.full((len(ids), 1), opts.decoder_start_token_id, np.int32)
-        program = self._program(len(ids), inputs.shape[1], history.shape[1], opts.max_new_tokens, _strategy(opts))
+        strategy = _strategy(opts)
+        self._check_memory(len(ids), inputs.shape[1], strategy, opts.max_new_tokens,
+                           self.memory_limit if opts.memory_limit is None else opts.memory_limit)
+        program = self._program(len(ids), inputs.shape[1], history.shape[1], opts.max_new_tokens, strategy)
         out = program(tf.constant(inputs, tf.int32), tf.constant(mask), tf.constant(history, tf.int32),
                       *_knob_tensors(opts))
         prefix = history if encoder_decoder else given

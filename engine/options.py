@@ -22,7 +22,7 @@ DEFAULTS = {
 # transformers skips a warper or processor whose option is None: the neutral value does the same.
 NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
 # Options of xlagen's own (or of generate's call only), not read from config files.
-EXTRA = {"pad_to_multiple_of": 8, "seed": None}
+EXTRA = {"pad_to_multiple_of": 8, "seed": None, "memory_limit": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Options:
     min_p: float
     repetition_penalty: float
     seed: tuple  # two int32 halves of the stateless RNG seed
+    memory_limit: object  # bytes a call may allocate, or None for the Generator's limit
     raw: dict
 
 
@@ -182,9 +183,13 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
     if start >= vocab_size:
         raise GenerationArgumentError(f"decoder_start_token_id={start} is outside the vocabulary [0, {vocab_size})")
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
+    memory_limit = merged["memory_limit"]
+    if memory_limit is not None:
+        memory_limit = _float("memory_limit", memory_limit, 0.0, float("inf"), low_open=True)
     return Options(max_new_tokens=max_new, min_new_tokens=min_new, eos_token_ids=eos, pad_token_id=pad,
                    decoder_start_token_id=start,
                    pad_to_multiple_of=multiple, do_sample=do_sample, num_beams=beams, num_return_sequences=returns,
                    early_stopping=early_stopping, length_penalty=length_penalty,
                    no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),
-                   repetition_penalty=penalty, seed=_seed(merged["seed"]), raw=merged, **sampling)
+                   repetition_penalty=penalty, seed=_seed(merged["seed"]), memory_limit=memory_limit, raw=merged,
+                   **sampling)

@@ -7,7 +7,7 @@ import os
 
 from . import gpt2, opt, t5
 from .checkpoint import read_json, read_tensors, resolve, weight_files
-from .errors import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError,
+from .errors import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
                      UnsupportedModelError, XlagenError)
 
 MODEL_TYPES = {"gpt2": gpt2, "opt": opt, "t5": t5}
@@ -18,7 +18,7 @@ def load_config(folder):
     path = os.path.join(folder, "config.json")
     data = read_json(path)
     model_type = data.get("model_type")
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise UnsupportedModelError(
             f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(sorted(MODEL_TYPES))}")
     return MODEL_TYPES[model_type].parse_config(data, path)
@@ -37,4 +37,5 @@ def load_model(folder):
 
 
 __all__ = ["MODEL_TYPES", "load_config", "load_model", "read_json", "resolve", "XlagenError",
-           "CheckpointFormatError", "CheckpointNotFoundError", "GenerationArgumentError", "UnsupportedModelError"]
+           "CheckpointFormatError", "CheckpointNotFoundError", "GenerationArgumentError", "MemoryLimitError",
+           "UnsupportedModelError"]

@@ -33,6 +33,21 @@ class CachedLM(tf.Module):
         self.unused = sorted(n for n in tensors if n not in self.w and not n.endswith(tuple(ignored))
                              and not (n == "lm_head.weight" and config.tie_word_embeddings))
 
+    def memory_estimate(self, batch, prompt_len, group, max_new_tokens):
+        """Bytes one generate call allocates, before it allocates them: {part: bytes}.
+
+        "kv cache": keys and values of every cached layer, the prompt's once per prompt and
+        each row's generated ones (2 x layers x heads x head_dim x (B*P + B*G*N) x 4 bytes);
+        "prompt attention": the [B, H, P, P] scores of one prefill layer;
+        "logits": a few [B, G, V] float32 copies the processors and the search make.
+        A subclass with more cached tensors (T5's cross-attention) adds its own.
+        """
+        width = self.num_heads * self.head_dim
+        slots = batch * prompt_len + batch * group * max_new_tokens
+        return {"kv cache": 2 * self.num_cache_layers * width * slots * 4,
+                "prompt attention": batch * self.num_heads * prompt_len * prompt_len * 4,
+                "logits": 4 * batch * group * self.vocab_size * 4}
+
     def reorder(self, state, parents):
         """Row g of each prompt continues the history of row parents[b, g]; moves no keys or values."""
         return dict(state, layout=cache.reorder(state["layout"], parents))
@@ -41,7 +56,7 @@ class CachedLM(tf.Module):
 class DecoderLM(CachedLM):
     """The decoding interface of a decoder-only transformer, given its layers.
 
-    A subclass sets `num_heads`, `head_dim` and `vocab_size` and defines
+    A subclass sets `num_heads`, `head_dim` and `num_cache_layers` and defines
       _blocks(input_ids, position_ids, attend) -> hidden [..., E]: the transformer over
         tokens of any leading shape, calling attend(i, q, k, v) -> [..., H*D] for the
         attention of layer i given its q, k, v of shape [..., H*D];

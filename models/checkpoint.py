@@ -132,5 +132,8 @@ def take(tensors, name, shape, source, transpose=False):
     value = tensors[name]
     if tuple(value.shape) != tuple(shape):
         raise CheckpointFormatError(f"tensor {name!r} in {source} has shape {list(value.shape)}, but the config implies {list(shape)}")
+    if value.dtype.kind != "f":
+        raise CheckpointFormatError(f"tensor {name!r} in {source} has dtype {value.dtype}; weights must be floating point "
+                                    f"(float32, float16 or float64)")
     value = np.asarray(value, dtype=np.float32)
     return np.ascontiguousarray(value.T) if transpose else value

@@ -23,3 +23,7 @@ class UnsupportedModelError(XlagenError, ValueError):
 
 class GenerationArgumentError(XlagenError, ValueError):
     """An argument to generate / logits is out of range or inconsistent."""
+
+
+class MemoryLimitError(GenerationArgumentError):
+    """A generate call would allocate more memory than the caller allowed (memory_limit)."""

@@ -94,6 +94,7 @@ class GPT2(DecoderLM):
     def __init__(self, config, tensors, source="checkpoint"):
         super().__init__(name="gpt2")
         self.num_heads, self.head_dim = config.n_head, config.n_embd // config.n_head
+        self.num_cache_layers = config.n_layer
         # Conv1D weights are already (in, out): nothing is transposed.
         self._load(config, strip_prefix(tensors, HUB_PREFIXES), hub_shapes(config), source, ignored=IGNORED)
         self._act = layers.activation(config.activation_function)

@@ -111,6 +111,7 @@ class OPT(DecoderLM):
         super().__init__(name="opt")
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
+        self.num_cache_layers = config.num_hidden_layers
         shapes = hub_shapes(config)
         # Linear weights are [out, in] in torch; embedding tables stay [rows, width].
         tables = ("embed_tokens.weight", "embed_positions.weight", "lm_head.weight")

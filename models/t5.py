@@ -120,6 +120,7 @@ class T5(CachedLM):
     def __init__(self, config, tensors, source="checkpoint"):
         super().__init__(name="t5")
         self.num_heads, self.head_dim = config.num_heads, config.d_kv
+        self.num_cache_layers = config.decoder_layers
         linears = ("q.weight", "k.weight", "v.weight", "o.weight", "wi.weight", "wi_0.weight", "wi_1.weight", "wo.weight")
         self._load(config, tensors, hub_shapes(config), source, transposed=lambda name: name.endswith(linears),
                    ignored=TIED_COPIES)
@@ -212,6 +213,14 @@ class T5(CachedLM):
         return tf.einsum("...e,ve->...v", hidden, self.w["lm_head.weight"])
 
     # -- the decoding interface (models/base.py) -------------------------------------------
+
+    def memory_estimate(self, batch, prompt_len, group, max_new_tokens):
+        """As CachedLM.memory_estimate, for an encoder input of prompt_len tokens: the decoder's
+        own cache starts from one token, and the cross-attention keys/values are cached too."""
+        parts = super().memory_estimate(batch, 1, group, max_new_tokens)
+        parts["prompt attention"] = batch * self.num_heads * prompt_len * prompt_len * 4
+        parts["cross-attention cache"] = 2 * self.num_cache_layers * self.num_heads * self.head_dim * batch * prompt_len * 4
+        return parts
 
     def prefill(self, input_ids, attention_mask, max_new_tokens, group=1, decoder_input_ids=None):
         """Encode once, then run the decoder start token.

@@ -74,28 +74,6 @@ def test_generate_text_round_trips_through_the_tokenizer(tiny):
     assert tok.decode(tok.encode(prompts[0]).ids) == prompts[0]
 
 
-def test_unknown_option_names_the_closest(tiny):
-    with pytest.raises(GenerationArgumentError, match="'max_new_tokens'"):
-        tiny.generate([[1, 2]], max_new_token=3)
-
-
-def test_bad_inputs_are_refused_before_compiling(tiny):
-    count = tiny.trace_count
-    with pytest.raises(GenerationArgumentError, match="outside"):
-        tiny.generate([[1, 10_000]], max_new_tokens=2)
-    with pytest.raises(GenerationArgumentError, match="attention_mask has shape"):
-        tiny.generate([[1, 2]], attention_mask=[[1, 1, 1]], max_new_tokens=2)
-    with pytest.raises(GenerationArgumentError, match="positions"):
-        tiny.generate([[1] * 60], max_new_tokens=10)
-    with pytest.raises(GenerationArgumentError, match="integers"):
-        tiny.generate([[1.5, 2.0]], max_new_tokens=2)
-    with pytest.raises(GenerationArgumentError, match="max_new_tokens must be >= 1"):
-        tiny.generate([[1, 2]], max_new_tokens=0)
-    with pytest.warns(UserWarning, match="left padding"):
-        tiny.generate([[1, 2, 0]], attention_mask=[[1, 1, 0]], max_new_tokens=2)
-    assert tiny.trace_count == count + 1  # only the right-padded call compiled
-
-
 def test_logits_shape_and_dtype(tiny):
     logits = tiny.logits([[1, 2, 3]])
     assert logits.shape == (1, 3, tiny.config.vocab_size) and logits.dtype == np.float32
