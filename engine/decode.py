@@ -12,6 +12,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from xlagen.kernels import cache, processors, sampling, search
+from xlagen.kernels.shapes import dim
 
 # transformers' stand-in for "impossible" in beam search: finite, so sums stay ordered.
 _NEVER = -1.0e9
@@ -28,6 +29,7 @@ class Knobs(NamedTuple):
     top_p: scalar float64 in (0, 1], 1.0 is off.   min_p: scalar float32, 0.0 is off.
     seed: [2] int32, the stateless RNG seed of the call.
     length_penalty: scalar float64, beam scores are divided by length ** length_penalty.
+    decoder_start_id: scalar int32, the first decoder token of encoder-decoders.
     """
     eos_ids: tf.Tensor
     pad_id: tf.Tensor
@@ -39,6 +41,7 @@ class Knobs(NamedTuple):
     min_p: tf.Tensor
     seed: tf.Tensor
     length_penalty: tf.Tensor
+    decoder_start_id: tf.Tensor
 
 
 class Strategy(NamedTuple):
@@ -62,10 +65,13 @@ class Strategy(NamedTuple):
 class Output(NamedTuple):
     """tokens [B*R, N] int32 (pad_id after EOS); scores [B*R, N] float32, each token's processed
     log-probability (0 after EOS); sequence_scores [B*R] float32 (beam search: the final,
-    length-penalised score; otherwise the sum of scores)."""
+    length-penalised score; otherwise the sum of scores); sequences [B*R, S + N] int32 for
+    decoder-only models (input_ids, then tokens) or [B*R, 1 + N] for encoder-decoders (the
+    decoder start token, then tokens)."""
     tokens: tf.Tensor
     scores: tf.Tensor
     sequence_scores: tf.Tensor
+    sequences: tf.Tensor = None
 
 
 def process(logits, history, length, step, knobs, strategy):
@@ -97,32 +103,39 @@ def _grouped(x, group):
 
 def _prompt_history(input_ids, group, max_new_tokens):
     """[B, P] prompt ids -> [B, G, P + N] histories with the new slots empty (NO_TOKEN)."""
-    b, p = input_ids.shape
+    b, p = dim(input_ids, 0), input_ids.shape[1]
     future = tf.fill([b, max_new_tokens], search.NO_TOKEN)
     return tf.broadcast_to(tf.concat([input_ids, future], 1)[:, None], [b, group, p + max_new_tokens])
 
 
-def generate(model, input_ids, attention_mask, history, max_new_tokens, knobs, strategy):
+def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
     """Decode with the strategy's loop, prefill included, as one traceable function.
 
     Args:
       model: an xlagen model (models/base.py interface).
-      input_ids: [B, S] int32, the model's input (left padded for decoder-only models);
-        padding slots may hold anything.
+      input_ids: [B, S] int32, the prompts as given (left padded for decoder-only models, padded
+        anywhere for encoder-decoders); padding slots may hold any id, NO_TOKEN included.
       attention_mask: [B, S] int32, 1 for real tokens.
-      history: [B, P] int32, what the processors see before the new tokens, as transformers'
-        input_ids: the prompt as given for decoder-only models (padding ids included,
-        NO_TOKEN in padding added for the bucket), the decoder start token for encoder-decoders.
       max_new_tokens: python int N >= 1.
       knobs: Knobs.  strategy: Strategy.
+      B may be unknown (None) at trace time; every other size is static.
     Returns:
       Output.
     """
+    valid = tf.logical_and(input_ids >= 0, input_ids < model.vocab_size)
     embed_ids = tf.where(attention_mask == 1, input_ids, 0)
-    extra = {"decoder_input_ids": history} if model.config.is_encoder_decoder else {}
-    logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group, **extra)
+    if model.config.is_encoder_decoder:
+        history = tf.fill([dim(input_ids, 0), 1], knobs.decoder_start_id)
+        logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group,
+                                            decoder_input_ids=history)
+    else:
+        # The processors see what transformers' do: the prompt as given, valid padding ids included.
+        history = tf.where(valid, input_ids, search.NO_TOKEN)
+        logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group)
     loop = beam_search if strategy.kind == "beam" else sample_or_greedy
-    return loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
+    out = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
+    prefix = history if model.config.is_encoder_decoder else input_ids
+    return out._replace(sequences=tf.concat([tf.repeat(prefix, strategy.returns, axis=0), out.tokens], axis=1))
 
 
 class RowState(NamedTuple):
@@ -143,7 +156,7 @@ class RowState(NamedTuple):
 
 def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs, strategy):
     """Greedy decoding (argmax) or sampling, G independent rows per prompt. See generate."""
-    batch, prompt_len = history.shape
+    batch, prompt_len = dim(history, 0), history.shape[1]
     group = strategy.group
 
     def choose(logits, state):
@@ -217,7 +230,7 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
     not just end continue, and those among the top G that ended (EOS, or the last step) may
     enter the finished set, scored as sum of log-probs / generated length ** length_penalty.
     """
-    batch, prompt_len = history.shape
+    batch, prompt_len = dim(history, 0), history.shape[1]
     beams, keep, vocab = strategy.group, strategy.beams_to_keep, logits.shape[-1]
     early_true = strategy.early_stopping is True
     top_beams = tf.range(keep) < beams  # only the top G candidates may finish

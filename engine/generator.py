@@ -106,7 +106,7 @@ class GenerateOutput(NamedTuple):
 KNOB_SPECS = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
               tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
               tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32),
-              tf.TensorSpec([], tf.float64)]
+              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int32)]
 
 
 def _knob_tensors(opts):
@@ -114,7 +114,7 @@ def _knob_tensors(opts):
     eos = list(opts.eos_token_ids)
     eos += [NO_TOKEN] * (EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS)) - len(eos))
     values = [eos, opts.pad_token_id, opts.min_new_tokens, opts.repetition_penalty, opts.temperature,
-              opts.top_k, opts.top_p, opts.min_p, list(opts.seed), opts.length_penalty]
+              opts.top_k, opts.top_p, opts.min_p, list(opts.seed), opts.length_penalty, opts.decoder_start_token_id]
     return [tf.constant(v, spec.dtype) for v, spec in zip(values, KNOB_SPECS)]
 
 
@@ -198,21 +198,20 @@ class Generator:
 
     # -- generate ---------------------------------------------------------------------------
 
-    def _program(self, batch, input_len, history_len, max_new_tokens, strategy):
-        key = (batch, input_len, history_len, max_new_tokens, strategy)
+    def _program(self, batch, input_len, max_new_tokens, strategy):
+        key = (batch, input_len, max_new_tokens, strategy)
         with self._lock:
             if key not in self._programs:
                 model = self.model
 
-                def run(input_ids, attention_mask, history, *knobs):
+                def run(input_ids, attention_mask, *knobs):
                     self.trace_count += 1  # runs once per trace, never in the compiled program
-                    return decode.generate(model, input_ids, attention_mask, history, max_new_tokens,
-                                           decode.Knobs(*knobs), strategy)
+                    return decode.generate(model, input_ids, attention_mask, max_new_tokens, decode.Knobs(*knobs),
+                                           strategy)
 
                 ids = tf.TensorSpec([batch, input_len], tf.int32)
-                self._programs[key] = tf.function(
-                    run, jit_compile=True, reduce_retracing=False,
-                    input_signature=[ids, ids, tf.TensorSpec([batch, history_len], tf.int32), *KNOB_SPECS])
+                self._programs[key] = tf.function(run, jit_compile=True, reduce_retracing=False,
+                                                  input_signature=[ids, ids, *KNOB_SPECS])
             return self._programs[key]
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
@@ -247,21 +246,16 @@ class Generator:
             raise GenerationArgumentError(
                 f"the longest prompt ({longest - opts.max_new_tokens} tokens) plus max_new_tokens={opts.max_new_tokens} "
                 f"is {longest}, beyond the model's {limit} positions; shorten the prompt or max_new_tokens")
-        # The processors see what transformers' do: for decoder-only models the ids as given, padding
-        # included (bucket padding is NO_TOKEN); for encoder-decoders the decoder start token.
-        history = np.where(mask == 1, ids, np.where((given >= 0) & (given < self.vocab_size), given, NO_TOKEN))
-        history, mask = self._pad_left(history, mask, opts.pad_to_multiple_of, NO_TOKEN)
-        inputs = history
-        if encoder_decoder:
-            history = np.full((len(ids), 1), opts.decoder_start_token_id, np.int32)
+        # Bucket padding holds NO_TOKEN, which the processors ignore; the output drops it again.
+        inputs, padded_mask = self._pad_left(given, mask, opts.pad_to_multiple_of, NO_TOKEN)
         strategy = _strategy(opts)
         self._check_memory(len(ids), inputs.shape[1], strategy, opts.max_new_tokens,
                            self.memory_limit if opts.memory_limit is None else opts.memory_limit)
-        program = self._program(len(ids), inputs.shape[1], history.shape[1], opts.max_new_tokens, strategy)
-        out = program(tf.constant(inputs, tf.int32), tf.constant(mask), tf.constant(history, tf.int32),
-                      *_knob_tensors(opts))
-        prefix = history if encoder_decoder else given
-        sequences = np.concatenate([np.repeat(prefix, opts.num_return_sequences, axis=0), out.tokens.numpy()], axis=1)
+        program = self._program(len(ids), inputs.shape[1], opts.max_new_tokens, strategy)
+        out = program(tf.constant(inputs), tf.constant(padded_mask), *_knob_tensors(opts))
+        sequences = out.sequences.numpy()
+        if not encoder_decoder:
+            sequences = sequences[:, inputs.shape[1] - given.shape[1]:]
         if not opts.output_scores:
             return sequences
         return GenerateOutput(sequences, out.scores.numpy(), out.sequence_scores.numpy() if opts.num_beams > 1 else None)

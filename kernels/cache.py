@@ -23,6 +23,8 @@ import tensorflow as tf
 # DynamicUpdateSlice is the op XLA updates in place; TF exposes it only here.
 from tensorflow.compiler.tf2xla.python import xla
 
+from .shapes import dim
+
 
 class LayerKV(NamedTuple):
     prompt_k: tf.Tensor
@@ -39,14 +41,14 @@ class Layout(NamedTuple):
 
 def start(prompt_k, prompt_v, group, max_new_tokens):
     """A LayerKV holding a prompt's keys/values ([B, H, P, D]) and room for N new tokens per row."""
-    b, h, _, d = prompt_k.shape
+    b, h, d = dim(prompt_k, 0), prompt_k.shape[1], prompt_k.shape[3]
     empty = tf.zeros([b, group, h, max_new_tokens, d], prompt_k.dtype)
     return LayerKV(prompt_k, prompt_v, empty, empty)
 
 
 def start_layout(prompt_mask, group, max_new_tokens):
     """The Layout before the first generated token: every row owns its slots."""
-    b = prompt_mask.shape[0]
+    b = dim(prompt_mask, 0)
     own = tf.broadcast_to(tf.range(group, dtype=tf.int32)[None, :, None], [b, group, max_new_tokens])
     return Layout(tf.cast(prompt_mask, tf.int32), own, tf.constant(0, tf.int32))
 

@@ -6,11 +6,12 @@ kernels.search.NO_TOKEN in slots that hold no token (bucket padding, the future)
 import tensorflow as tf
 
 from .search import NO_TOKEN
+from .shapes import dim
 
 
 def presence(history, vocab_size):
     """Which vocabulary ids occur in each row: [B, S] int32 -> [B, V] bool (NO_TOKEN ignored)."""
-    batch, length = history.shape
+    batch, length = dim(history, 0), history.shape[1]
     valid = history != NO_TOKEN
     rows = tf.broadcast_to(tf.range(batch, dtype=tf.int32)[:, None], [batch, length])
     index = tf.stack([rows, tf.where(valid, history, 0)], axis=-1)
@@ -40,7 +41,7 @@ def no_repeat_ngram(logits, history, length, n):
     Returns:
       [B, V] float32, banned tokens at -inf.
     """
-    batch, size = history.shape
+    batch, size = dim(history, 0), history.shape[1]
     if n > size:
         return logits
     count = size - n + 1

@@ -13,6 +13,7 @@ cache. `state` is a dict of tensors whose shapes never change during decoding; i
 import tensorflow as tf
 
 from xlagen.kernels import attention, cache, positions
+from xlagen.kernels.shapes import dim
 
 from .checkpoint import take
 
@@ -105,7 +106,7 @@ class DecoderLM(CachedLM):
         Returns:
           (logits [B, G, V] float32 for the following token, new state).
         """
-        b, g = tokens.shape
+        b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
         layout, kvs = state["layout"], list(state["kv"])
 

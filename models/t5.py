@@ -11,6 +11,7 @@ from typing import Optional, Union
 import tensorflow as tf
 
 from xlagen.kernels import attention, cache, layers, positions
+from xlagen.kernels.shapes import dim
 
 from . import config as config_lib
 from .base import CachedLM
@@ -243,7 +244,7 @@ class T5(CachedLM):
 
     def step(self, tokens, state):
         """Feed one token per row: tokens [B, G] int32 -> (logits [B, G, V] float32, new state)."""
-        b, g = tokens.shape
+        b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
         layout, kvs = state["layout"], list(state["kv"])
         prompt_len, steps = kvs[0].prompt_k.shape[2], kvs[0].new_k.shape[3]

@@ -21,7 +21,7 @@ def _same_logits(actual, expected):
 
 def _knobs(**values):
     k = dict(eos_ids=[NO_TOKEN], pad_id=0, min_new_tokens=0, repetition_penalty=1.0, temperature=1.0, top_k=0,
-             top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0)
+             top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0, decoder_start_id=0)
     k.update(values)
     dtypes = dict(repetition_penalty=tf.float32, temperature=tf.float32, top_p=tf.float64, min_p=tf.float32,
                   length_penalty=tf.float64)
