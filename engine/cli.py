@@ -1,6 +1,7 @@
 """The `xlagen` command line.
 
     xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] PROMPT...
+    xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
 """
 import argparse
 import os
@@ -8,25 +9,39 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: keep its start-up chatter off
 
+# Generation options passed on only when given, so the checkpoint's defaults apply: (flag, type).
+OPTIONS = [("min-new-tokens", int), ("temperature", float), ("top-k", int), ("top-p", float), ("num-beams", int),
+           ("num-return-sequences", int), ("length-penalty", float), ("repetition-penalty", float),
+           ("no-repeat-ngram-size", int), ("seed", int)]
+
+
+def _add_options(parser):
+    parser.add_argument("--model", default=None, help="checkpoint folder in Hub layout, or a Hub id (needs "
+                                                      "huggingface_hub); default: the small GPT-2 bundled with xlagen")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    for flag, kind in OPTIONS:
+        parser.add_argument("--" + flag, type=kind)
+    parser.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
+
+
+def _options(args):
+    names = ["max_new_tokens", "do_sample", "output_scores"] + [f.replace("-", "_") for f, _ in OPTIONS]
+    return {n: getattr(args, n, None) for n in names if getattr(args, n, None) is not None}
+
 
 def _parser():
     parser = argparse.ArgumentParser(prog="xlagen", description="XLA decoding for GPT-2, OPT and T5 checkpoints in Hub layout.")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="print a completion for each prompt")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT")
-    gen.add_argument("--model", default=None, help="checkpoint folder in Hub layout, or a Hub id (needs huggingface_hub); "
-                                                   "default: the small GPT-2 bundled with xlagen")
-    gen.add_argument("--max-new-tokens", type=int, default=32)
-    # Options below are passed to generate only when given, so the checkpoint's defaults apply.
-    gen.add_argument("--min-new-tokens", type=int)
-    gen.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--num-beams", type=int)
-    gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--no-repeat-ngram-size", type=int)
-    gen.add_argument("--seed", type=int)
+    _add_options(gen)
+    export = sub.add_parser("export", help="write the whole generate program as a SavedModel (TF Serving ready)")
+    export.add_argument("--out", required=True, help="new or empty directory for the SavedModel")
+    export.add_argument("--prompt-length", type=int, required=True, help="width of input_ids the SavedModel takes")
+    export.add_argument("--batch-size", type=int, default=None, help="fixed batch size (default: any)")
+    export.add_argument("--output-scores", action="store_true", default=None,
+                        help="also output sequence_scores and scores")
+    _add_options(export)
     return parser
 
 
@@ -37,10 +52,11 @@ def main(argv=None):
     from xlagen.models import XlagenError
     try:
         gen = load(args.model)
-        names = ("max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "num_beams",
-                 "repetition_penalty", "no_repeat_ngram_size", "seed")
-        options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-        texts = gen.generate_text(args.prompts, **options)
+        if args.command == "export":
+            gen.export(args.out, prompt_length=args.prompt_length, batch_size=args.batch_size, **_options(args))
+            print(f"wrote {args.out}: serving_default takes input_ids, attention_mask [batch, {args.prompt_length}] int32")
+            return 0
+        texts = gen.generate_text(args.prompts, **_options(args))
     except XlagenError as e:
         print(f"xlagen: error: {e}", file=sys.stderr)
         return 2

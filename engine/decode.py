@@ -62,6 +62,33 @@ class Strategy(NamedTuple):
     early_stopping: object = False
 
 
+# Must follow the field order of Knobs.
+KNOB_SPECS = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+              tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
+              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32),
+              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int32)]
+EOS_SLOTS = 8  # EOS id vectors are padded with NO_TOKEN to a multiple of this: fewer programs
+
+
+def knob_tensors(opts):
+    """The numeric options of a call (engine.options.Options) as tensors, in Knobs order."""
+    eos = list(opts.eos_token_ids)
+    eos += [search.NO_TOKEN] * (EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS)) - len(eos))
+    values = [eos, opts.pad_token_id, opts.min_new_tokens, opts.repetition_penalty, opts.temperature,
+              opts.top_k, opts.top_p, opts.min_p, list(opts.seed), opts.length_penalty, opts.decoder_start_token_id]
+    return [tf.constant(v, spec.dtype) for v, spec in zip(values, KNOB_SPECS)]
+
+
+def strategy_for(opts):
+    """The static part of a call's options (engine.options.Options) as a Strategy."""
+    if opts.num_beams > 1:
+        keep = max(2, 1 + len(opts.eos_token_ids)) * opts.num_beams  # as transformers' beam search
+        return Strategy("beam", opts.num_beams, opts.num_return_sequences, opts.no_repeat_ngram_size, keep,
+                        opts.early_stopping)
+    return Strategy("sample" if opts.do_sample else "greedy", opts.num_return_sequences,
+                    opts.num_return_sequences, opts.no_repeat_ngram_size)
+
+
 class Output(NamedTuple):
     """tokens [B*R, N] int32 (pad_id after EOS); scores [B*R, N] float32, each token's processed
     log-probability (0 after EOS); sequence_scores [B*R] float32 (beam search: the final,
@@ -245,13 +272,11 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
         total = tf.reshape(logprobs + state.running_scores[:, :, None], [batch, beams * vocab])
         top_scores, top_index = tf.math.top_k(total, k=keep)
         parent, token = top_index // vocab, top_index % vocab  # [B, K]
-        token_logprob = tf.reshape(tf.gather(tf.reshape(logprobs, [batch, -1]), top_index, batch_dims=1), [batch, keep])
-        candidates = gather(state.running, parent)
-        candidates = tf.reshape(cache.write_columns(_flat(candidates), tf.reshape(token, [-1, 1]), length),
-                                [batch, keep, -1])
-        candidate_logprobs = tf.reshape(
-            cache.write_columns(_flat(gather(state.running_logprobs, parent)), tf.reshape(token_logprob, [-1, 1]),
-                                state.step), [batch, keep, -1])
+        token_logprob = tf.gather(tf.reshape(logprobs, [batch, beams * vocab]), top_index, batch_dims=1)
+        candidates = _grouped(cache.write_columns(_flat(gather(state.running, parent)), tf.reshape(token, [-1, 1]),
+                                                  length), keep)
+        candidate_logprobs = _grouped(cache.write_columns(_flat(gather(state.running_logprobs, parent)),
+                                                          tf.reshape(token_logprob, [-1, 1]), state.step), keep)
         ends = tf.logical_or(search.is_any_of(token, knobs.eos_ids), state.step + 1 >= max_new_tokens)
 
         # The live beams: the best G candidates that did not end.

@@ -13,9 +13,6 @@ from xlagen.models import GenerationArgumentError, MemoryLimitError
 
 from . import decode, options
 
-EOS_SLOTS = 8  # EOS id vectors are padded to a multiple of this (see kernels.search.NO_TOKEN)
-
-
 def default_memory_limit():
     """Half the machine's physical memory, in bytes (8 GiB where that cannot be read)."""
     try:
@@ -102,32 +99,6 @@ class GenerateOutput(NamedTuple):
     sequences_scores: Optional[np.ndarray] = None
 
 
-# Must follow the field order of decode.Knobs.
-KNOB_SPECS = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-              tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
-              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32),
-              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int32)]
-
-
-def _knob_tensors(opts):
-    """The numeric options of a call as tensors, in decode.Knobs order."""
-    eos = list(opts.eos_token_ids)
-    eos += [NO_TOKEN] * (EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS)) - len(eos))
-    values = [eos, opts.pad_token_id, opts.min_new_tokens, opts.repetition_penalty, opts.temperature,
-              opts.top_k, opts.top_p, opts.min_p, list(opts.seed), opts.length_penalty, opts.decoder_start_token_id]
-    return [tf.constant(v, spec.dtype) for v, spec in zip(values, KNOB_SPECS)]
-
-
-def _strategy(opts):
-    """The static part of a call's options (decode.Strategy): a new program when it changes."""
-    if opts.num_beams > 1:
-        keep = max(2, 1 + len(opts.eos_token_ids)) * opts.num_beams  # as transformers' beam search
-        return decode.Strategy("beam", opts.num_beams, opts.num_return_sequences, opts.no_repeat_ngram_size, keep,
-                               opts.early_stopping)
-    return decode.Strategy("sample" if opts.do_sample else "greedy", opts.num_return_sequences,
-                           opts.num_return_sequences, opts.no_repeat_ngram_size)
-
-
 class Generator:
     """A loaded checkpoint plus its compiled generate programs.
 
@@ -211,7 +182,7 @@ class Generator:
 
                 ids = tf.TensorSpec([batch, input_len], tf.int32)
                 self._programs[key] = tf.function(run, jit_compile=True, reduce_retracing=False,
-                                                  input_signature=[ids, ids, *KNOB_SPECS])
+                                                  input_signature=[ids, ids, *decode.KNOB_SPECS])
             return self._programs[key]
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
@@ -248,17 +219,43 @@ class Generator:
                 f"is {longest}, beyond the model's {limit} positions; shorten the prompt or max_new_tokens")
         # Bucket padding holds NO_TOKEN, which the processors ignore; the output drops it again.
         inputs, padded_mask = self._pad_left(given, mask, opts.pad_to_multiple_of, NO_TOKEN)
-        strategy = _strategy(opts)
+        strategy = decode.strategy_for(opts)
         self._check_memory(len(ids), inputs.shape[1], strategy, opts.max_new_tokens,
                            self.memory_limit if opts.memory_limit is None else opts.memory_limit)
         program = self._program(len(ids), inputs.shape[1], opts.max_new_tokens, strategy)
-        out = program(tf.constant(inputs), tf.constant(padded_mask), *_knob_tensors(opts))
+        out = program(tf.constant(inputs), tf.constant(padded_mask), *decode.knob_tensors(opts))
         sequences = out.sequences.numpy()
         if not encoder_decoder:
             sequences = sequences[:, inputs.shape[1] - given.shape[1]:]
         if not opts.output_scores:
             return sequences
         return GenerateOutput(sequences, out.scores.numpy(), out.sequence_scores.numpy() if opts.num_beams > 1 else None)
+
+    # -- export -----------------------------------------------------------------------------
+
+    def export(self, directory, *, prompt_length, max_new_tokens, batch_size=None, **kwargs):
+        """Write this model's whole generate program, weights inside, as a SavedModel that
+        `tf.saved_model.load` serves without xlagen installed (and TensorFlow Serving, with XLA
+        enabled). One strategy per export: greedy, sampling (do_sample=True) or beam search.
+
+        Args:
+          directory: a new or empty folder.
+          prompt_length: python int P, the width of input_ids (left pad prompts to it).
+          max_new_tokens: python int N.
+          batch_size: python int, or None to accept any batch (XLA compiles once per batch size).
+          **kwargs: generation options as for generate; fixed in the SavedModel, except the
+            strategy's knobs, which become scalar inputs of the signature: temperature (float32),
+            top_k (int32), top_p (float64), seed (int64) when sampling; length_penalty (float64)
+            in beam search. output_scores=True adds sequence_scores and scores to the outputs.
+        Signature `serving_default`:
+          input_ids, attention_mask: [batch, P] int32 -> sequences: [batch * R, P + N] int32
+          ([batch * R, 1 + N] for encoder-decoders), the same tokens generate() returns.
+        Returns:
+          directory.
+        """
+        from .export import export
+        return export(self, directory, prompt_length=prompt_length, max_new_tokens=max_new_tokens,
+                      batch_size=batch_size, **kwargs)
 
     # -- text -------------------------------------------------------------------------------
 

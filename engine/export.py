@@ -1,0 +1,83 @@
+"""Export a Generator's whole decode program as a SavedModel that serves without xlagen.
+
+The SavedModel holds the weights and one jit-compiled function, prefill and decode loop
+included, as its `serving_default` signature:
+
+  inputs   input_ids, attention_mask   [batch, prompt_length] int32 (batch may be unknown)
+           the strategy's numeric knobs, scalars (SIGNATURE_KNOBS): change them per request
+  outputs  sequences                   [batch * num_return_sequences, prompt_length + N] int32
+                                       ([.., 1 + N] for encoder-decoders), as Generator.generate
+           sequence_scores, scores     [batch * R] and [batch * R, N] float32, with output_scores=True
+
+Every other option (EOS ids, penalties, min_new_tokens, ...) is fixed at export time. Inputs are
+not checked at serving time: ids under the mask must lie in [0, vocab_size), and decoder-only
+prompts must be left padded.
+"""
+import os
+
+import tensorflow as tf
+
+from xlagen.models import GenerationArgumentError
+
+from . import decode, options
+
+# Signature inputs per strategy: (name, dtype). seed is one int64, split as generate(seed=int) does.
+SIGNATURE_KNOBS = {
+    "greedy": (),
+    "sample": (("temperature", tf.float32), ("top_k", tf.int32), ("top_p", tf.float64), ("seed", tf.int64)),
+    "beam": (("length_penalty", tf.float64),),
+}
+
+
+def _seed_pair(seed):
+    """Scalar int64 -> [2] int32, the same halves as options._seed gives for an int."""
+    low = tf.bitwise.bitwise_and(seed, tf.constant(0x7FFFFFFF, tf.int64))
+    return tf.cast(tf.stack([low, tf.bitwise.right_shift(seed, tf.constant(31, tf.int64))]), tf.int32)
+
+
+class ExportedDecoder(tf.Module):
+    """What the SavedModel holds: the model's weights and the `serve` function."""
+
+    def __init__(self, model, opts, strategy, prompt_length, batch_size):
+        super().__init__(name="xlagen_decoder")
+        self.model = model
+        knob_names = [name for name, _ in SIGNATURE_KNOBS[strategy.kind]]
+        specs = [tf.TensorSpec([batch_size, prompt_length], tf.int32, name="input_ids"),
+                 tf.TensorSpec([batch_size, prompt_length], tf.int32, name="attention_mask")]
+        specs += [tf.TensorSpec([], dtype, name=name) for name, dtype in SIGNATURE_KNOBS[strategy.kind]]
+
+        def serve(input_ids, attention_mask, *values):
+            given = dict(zip(knob_names, values))
+            if "seed" in given:
+                given["seed"] = _seed_pair(given["seed"])
+            knobs = decode.Knobs(*decode.knob_tensors(opts))._replace(**given)
+            out = decode.generate(model, input_ids, attention_mask, opts.max_new_tokens, knobs, strategy)
+            result = {"sequences": out.sequences}
+            if opts.output_scores:
+                result.update(sequence_scores=out.sequence_scores, scores=out.scores)
+            return result
+
+        self.serve = tf.function(serve, jit_compile=True, input_signature=specs)
+
+
+def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **kwargs):
+    """Write gen's decode program for one strategy as a SavedModel. See Generator.export."""
+    for name, value, low in (("prompt_length", prompt_length, 1), ("max_new_tokens", max_new_tokens, 1)):
+        options._int(name, value, low)
+    if batch_size is not None:
+        options._int("batch_size", batch_size, 1)
+    if os.path.exists(directory) and os.listdir(directory):
+        raise GenerationArgumentError(f"export directory {directory} is not empty; give a new or empty directory")
+    opts = options.resolve(dict(kwargs, max_new_tokens=max_new_tokens), gen.generation_config, gen.config,
+                           1 if gen.config.is_encoder_decoder else prompt_length, gen.vocab_size)
+    limit = gen.config.max_positions
+    if limit is not None and prompt_length + max_new_tokens > limit:
+        raise GenerationArgumentError(f"prompt_length={prompt_length} plus max_new_tokens={max_new_tokens} is beyond "
+                                      f"the model's {limit} positions")
+    strategy = decode.strategy_for(opts)
+    if batch_size is not None:
+        gen._check_memory(batch_size, prompt_length, strategy, max_new_tokens,
+                          gen.memory_limit if opts.memory_limit is None else opts.memory_limit)
+    module = ExportedDecoder(gen.model, opts, strategy, prompt_length, batch_size)
+    tf.saved_model.save(module, directory, signatures={"serving_default": module.serve.get_concrete_function()})
+    return directory
