@@ -2,6 +2,7 @@
 import tensorflow as tf
 
 from . import cache
+from .shapes import dim
 
 
 def split_heads(x, heads):
@@ -73,29 +74,40 @@ def attend_step(q, k, v, kv, layout, scale, prompt_bias=None, new_bias=None):
     The new key/value is written into the row's slot at position layout.step first. Row g of
     prompt b reads generated position n from row layout.ancestry[b, g, n] of its group, so
     beams that were reordered read their inherited history where it was written.
+    Internally rows are laid out [B*H, G, D], the cache's own batch axis (see kernels/cache.py).
 
     Args:
       q, k, v: [B, G, H, D] float, the new token's query, key and value per row.
       kv: cache.LayerKV.  layout: cache.Layout.  scale: python float.
-      prompt_bias, new_bias: optional additive score biases (e.g. T5's relative positions),
-        broadcastable to [B, G, H, P] and [B, G, H, N].
+      prompt_bias, new_bias: optional additive score biases shared by all rows (e.g. T5's
+        relative positions): [H, P] and [H, N].
     Returns:
       (out [B, G, H, D] float, the LayerKV with k, v written).
     """
+    b, group, heads, d = dim(q, 0), q.shape[1], q.shape[2], q.shape[3]
+    prompt_len, steps = kv.prompt_k.shape[2], kv.new_k.shape[1] // group
+
     kv = cache.append(kv, k, v, layout.step)
-    group, steps = q.shape[1], kv.new_k.shape[3]
-    prompt_scores = tf.einsum("bghd,bhpd->bghp", q, kv.prompt_k) * scale
+    q = cache.as_rows(q)
+    prompt_scores = tf.reshape(tf.einsum("xgd,xpd->xgp", q, tf.reshape(kv.prompt_k, [-1, prompt_len, d])) * scale,
+                               [b, heads, group, prompt_len])
     prompt_scores += bias_from_mask(tf.cast(layout.prompt_mask, tf.bool), q.dtype)[:, None, None, :]
-    # Scores against every row's slots, then each row keeps those on its own ancestry.
-    select = tf.transpose(tf.one_hot(layout.ancestry, group, dtype=q.dtype), [0, 1, 3, 2])[:, :, None]  # [B,G,1,G,N]
-    new_scores = tf.reduce_sum(tf.einsum("bghd,bjhnd->bghjn", q, kv.new_k) * select, axis=3) * scale
+    slot_scores = tf.einsum("xgd,xmd->xgm", q, kv.new_k) * scale  # [B*H, G, N*G]: every row's slots
+    if group == 1:  # no beams: every row reads its own slots
+        new_scores = tf.reshape(slot_scores, [b, heads, 1, steps])
+    else:  # each row keeps the slots on its own ancestry; select [B, 1, G, N, G(source row)]
+        select = tf.one_hot(layout.ancestry, group, dtype=q.dtype)[:, None]
+        new_scores = tf.reduce_sum(tf.reshape(slot_scores, [b, heads, group, steps, group]) * select, axis=-1)
     new_scores += bias_from_mask(tf.range(steps) <= layout.step, q.dtype)
     if prompt_bias is not None:
-        prompt_scores += prompt_bias
+        prompt_scores += prompt_bias[:, None, :]
     if new_bias is not None:
-        new_scores += new_bias
-    probs = tf.nn.softmax(tf.concat([prompt_scores, new_scores], axis=-1), axis=-1)
-    prompt_probs, new_probs = probs[..., :prompt_scores.shape[-1]], probs[..., prompt_scores.shape[-1]:]
-    out = tf.einsum("bghp,bhpd->bghd", prompt_probs, kv.prompt_v)
-    out += tf.einsum("bghjn,bjhnd->bghd", new_probs[:, :, :, None, :] * select, kv.new_v)
-    return out, kv
+        new_scores += new_bias[:, None, :]
+    probs = tf.nn.softmax(tf.concat([prompt_scores, new_scores], axis=-1), axis=-1)  # [B, H, G, P + N]
+    prompt_probs, new_probs = probs[..., :prompt_len], probs[..., prompt_len:]
+    if group > 1:
+        new_probs = new_probs[..., None] * select
+    out = tf.einsum("xgp,xpd->xgd", tf.reshape(prompt_probs, [-1, group, prompt_len]),
+                    tf.reshape(kv.prompt_v, [-1, prompt_len, d]))
+    out += tf.einsum("xgm,xmd->xgd", tf.reshape(new_probs, [-1, group, steps * group]), kv.new_v)
+    return tf.transpose(tf.reshape(out, [b, heads, group, d]), [0, 2, 1, 3]), kv

@@ -3,8 +3,9 @@
 Per attention layer (LayerKV):
   prompt_k, prompt_v: [B, H, P, D]     the prompt's keys/values, computed once and shared by
                                         the G rows of that prompt (never copied per row)
-  new_k, new_v:       [B, G, H, N, D]  keys/values of generated tokens, one slot per row and
-                                        position, written in place with DynamicUpdateSlice
+  new_k, new_v:       [B*H, N*G, D]    keys/values of generated tokens, one slot per row and
+                                        position (slot n*G + g), written in place with
+                                        DynamicUpdateSlice
 
 Shared by all layers (Layout):
   prompt_mask: [B, P] int32, 1 for real prompt tokens
@@ -16,6 +17,12 @@ Shared by all layers (Layout):
 When beam search reorders its beams it only gathers `ancestry` ([B, G, N] ints); the keys and
 values stay where they were written. Attention reads each row's history through `ancestry`
 (see attention.attend_step), so a beam step moves no more cache memory than a greedy step.
+
+Why [B*H, N*G, D]: attention reads the cache with one batched matmul whose single batch axis
+is B*H, so XLA feeds the cache buffer to the dot as it is. With [B, G, H, N, D] it reshaped the
+freshly written buffer for the dot, which made it write the cache twice and copy every
+layer's cache every step. And one step's G new rows are adjacent (slots step*G .. step*G+G-1),
+so they are written by one DynamicUpdateSlice.
 """
 from typing import NamedTuple
 
@@ -42,7 +49,7 @@ class Layout(NamedTuple):
 def start(prompt_k, prompt_v, group, max_new_tokens):
     """A LayerKV holding a prompt's keys/values ([B, H, P, D]) and room for N new tokens per row."""
     b, h, d = dim(prompt_k, 0), prompt_k.shape[1], prompt_k.shape[3]
-    empty = tf.zeros([b, group, h, max_new_tokens, d], prompt_k.dtype)
+    empty = tf.zeros([b * h, max_new_tokens * group, d], prompt_k.dtype)
     return LayerKV(prompt_k, prompt_v, empty, empty)
 
 
@@ -53,15 +60,20 @@ def start_layout(prompt_mask, group, max_new_tokens):
     return Layout(tf.cast(prompt_mask, tf.int32), own, tf.constant(0, tf.int32))
 
 
+def as_rows(x):
+    """[B, G, H, D] per-row vectors -> [B*H, G, D], the cache's batch axis first."""
+    return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [-1, x.shape[1], x.shape[3]])
+
+
 def append(kv, k, v, step):
     """Write one new key/value per row at generated position `step`.
 
     Args: kv: LayerKV; k, v: [B, G, H, D]; step: scalar int32. Returns LayerKV.
     """
     zero = tf.constant(0, tf.int32)
-    index = tf.stack([zero, zero, zero, tf.cast(step, tf.int32), zero])
-    return kv._replace(new_k=xla.dynamic_update_slice(kv.new_k, k[:, :, :, None], index),
-                       new_v=xla.dynamic_update_slice(kv.new_v, v[:, :, :, None], index))
+    index = tf.stack([zero, tf.cast(step, tf.int32) * k.shape[1], zero])
+    return kv._replace(new_k=xla.dynamic_update_slice(kv.new_k, as_rows(k), index),
+                       new_v=xla.dynamic_update_slice(kv.new_v, as_rows(v), index))
 
 
 def advance(layout):

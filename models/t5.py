@@ -247,10 +247,10 @@ class T5(CachedLM):
         b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
         layout, kvs = state["layout"], list(state["kv"])
-        prompt_len, steps = kvs[0].prompt_k.shape[2], kvs[0].new_k.shape[3]
+        prompt_len, steps = kvs[0].prompt_k.shape[2], kvs[0].new_k.shape[1] // g
         query = prompt_len + layout.step
-        prompt_bias = tf.transpose(self._position_bias("decoder", tf.range(prompt_len) - query))[None, None]
-        new_bias = tf.transpose(self._position_bias("decoder", prompt_len + tf.range(steps) - query))[None, None]
+        prompt_bias = tf.transpose(self._position_bias("decoder", tf.range(prompt_len) - query))  # [H, P]
+        new_bias = tf.transpose(self._position_bias("decoder", prompt_len + tf.range(steps) - query))  # [H, N]
 
         def attend_self(i, q, k, v):
             out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, 1.0,

@@ -18,9 +18,10 @@ def test_append_writes_one_position_per_row_in_place():
     kv = cache.start(tf.zeros([1, 2, 3, 4]), tf.zeros([1, 2, 3, 4]), group=2, max_new_tokens=5)
     append = tf.function(cache.append, jit_compile=True)
     out = append(kv, tf.ones([1, 2, 2, 4]), 2 * tf.ones([1, 2, 2, 4]), tf.constant(3))
-    assert out.new_k.shape == (1, 2, 2, 5, 4)
-    assert (out.new_k.numpy()[:, :, :, 3] == 1).all() and out.new_k.numpy()[:, :, :, [0, 1, 2, 4]].max() == 0
-    assert (out.new_v.numpy()[:, :, :, 3] == 2).all()
+    assert out.new_k.shape == (1 * 2, 5 * 2, 4)  # [B*H, N*G, D]: slot n*G + g
+    new_k = out.new_k.numpy().reshape(2, 5, 2, 4)
+    assert (new_k[:, 3] == 1).all() and new_k[:, [0, 1, 2, 4]].max() == 0
+    assert (out.new_v.numpy().reshape(2, 5, 2, 4)[:, 3] == 2).all()
 
 
 def test_reorder_inherits_only_written_positions():
