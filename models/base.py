@@ -21,18 +21,24 @@ from .checkpoint import take
 class CachedLM(tf.Module):
     """Base class of the models: weight loading and the beam reorder every cached model shares."""
 
-    def _load(self, config, tensors, shapes, source, transposed=lambda name: False, ignored=()):
+    def _load(self, config, tensors, shapes, source, transposed=(), ignored=()):
         """Make self.w, one tf.Variable per Hub tensor in `shapes` ({name: Hub shape}), and
         self.unused, the names read but not used (minus `ignored` names and a tied lm_head).
 
-        transposed(name) says whether a tensor is a torch Linear weight [out, in], stored as [in, out].
+        Dense kernels are kept as [out, in] (see kernels.layers.dense); `transposed` names the
+        tensors the Hub stores as [in, out] (GPT-2's Conv1D), transposed once here.
         """
         self.config, self.vocab_size = config, config.vocab_size
-        self.w = {name: tf.Variable(take(tensors, name, shape, source, transpose=transposed(name)),
+        self._transposed = frozenset(transposed)
+        self.w = {name: tf.Variable(take(tensors, name, shape, source, transpose=name in self._transposed),
                                     trainable=False, name=name.replace(".", "_"))
                   for name, shape in shapes.items()}
         self.unused = sorted(n for n in tensors if n not in self.w and not n.endswith(tuple(ignored))
                              and not (n == "lm_head.weight" and config.tie_word_embeddings))
+
+    def hub_tensors(self):
+        """The weights as the Hub stores them: {hub name: np.ndarray float32} (the inverse of _load)."""
+        return {name: (var.numpy().T if name in self._transposed else var.numpy()) for name, var in self.w.items()}
 
     def memory_estimate(self, batch, prompt_len, group, max_new_tokens):
         """Bytes one generate call allocates, before it allocates them: {part: bytes}.

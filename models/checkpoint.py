@@ -124,8 +124,8 @@ def strip_prefix(tensors, prefixes):
 def take(tensors, name, shape, source, transpose=False):
     """tensors[name] as float32, checked against the shape the config implies.
 
-    `shape` is the Hub shape; with transpose=True a torch Linear weight [out, in] is returned
-    as our [in, out]. Raises CheckpointFormatError naming the tensor, the file set and both shapes.
+    `shape` is the Hub shape; with transpose=True the 2-D tensor is returned transposed (GPT-2's
+    Conv1D [in, out] as the [out, in] kernels.layers.dense takes). Raises CheckpointFormatError naming the tensor, the file set and both shapes.
     """
     if name not in tensors:
         raise CheckpointFormatError(f"tensor {name!r} is missing from {source}; the config needs it with shape {list(shape)}")

@@ -2,7 +2,8 @@
 
 The whole model in one file: the config, the map from Hub tensor names to ours, and the
 forward pass. Hub files name tensors `h.0.attn.c_attn.weight` (or with a `transformer.`
-prefix); the weights of GPT-2's Conv1D are already (in, out), so they map unchanged.
+prefix); GPT-2's Conv1D weights are (in, out) and are transposed once to the (out, in) of
+kernels.layers.dense.
 """
 import dataclasses
 from typing import Optional, Union
@@ -95,8 +96,9 @@ class GPT2(DecoderLM):
         super().__init__(name="gpt2")
         self.num_heads, self.head_dim = config.n_head, config.n_embd // config.n_head
         self.num_cache_layers = config.n_layer
-        # Conv1D weights are already (in, out): nothing is transposed.
-        self._load(config, strip_prefix(tensors, HUB_PREFIXES), hub_shapes(config), source, ignored=IGNORED)
+        shapes = hub_shapes(config)
+        conv1d = [name for name, shape in shapes.items() if len(shape) == 2 and name.startswith("h.")]
+        self._load(config, strip_prefix(tensors, HUB_PREFIXES), shapes, source, transposed=conv1d, ignored=IGNORED)
         self._act = layers.activation(config.activation_function)
 
     def _scale(self, i):

@@ -1,7 +1,7 @@
 """OPT, from Hub files, over the same cache and decoding interface as GPT-2.
 
 Hub files name tensors `model.decoder.layers.0.self_attn.q_proj.weight` (or without the
-`model.` prefix); torch Linear weights are [out, in] and are transposed to our [in, out].
+`model.` prefix); torch Linear weights are [out, in] and are used as they are.
 """
 import dataclasses
 from typing import Optional, Union
@@ -112,11 +112,8 @@ class OPT(DecoderLM):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.num_cache_layers = config.num_hidden_layers
-        shapes = hub_shapes(config)
-        # Linear weights are [out, in] in torch; embedding tables stay [rows, width].
-        tables = ("embed_tokens.weight", "embed_positions.weight", "lm_head.weight")
-        self._load(config, strip_prefix(tensors, HUB_PREFIXES), shapes, source,
-                   transposed=lambda name: len(shapes[name]) == 2 and not name.endswith(tables))
+        # torch Linear weights are [out, in], the layout kernels.layers.dense takes: nothing is transposed.
+        self._load(config, strip_prefix(tensors, HUB_PREFIXES), hub_shapes(config), source)
         self._act = layers.activation(config.activation_function)
 
     def _scale(self, i):

@@ -122,9 +122,7 @@ class T5(CachedLM):
         super().__init__(name="t5")
         self.num_heads, self.head_dim = config.num_heads, config.d_kv
         self.num_cache_layers = config.decoder_layers
-        linears = ("q.weight", "k.weight", "v.weight", "o.weight", "wi.weight", "wi_0.weight", "wi_1.weight", "wo.weight")
-        self._load(config, tensors, hub_shapes(config), source, transposed=lambda name: name.endswith(linears),
-                   ignored=TIED_COPIES)
+        self._load(config, tensors, hub_shapes(config), source, ignored=TIED_COPIES)  # Linear [out, in]: as is
         self._act = layers.activation(config.activation_name)
 
     # -- layers ----------------------------------------------------------------------------

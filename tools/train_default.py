@@ -320,7 +320,7 @@ def save(out, model, tok):
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "config.json"), config_json(ARCH))
     write_json(os.path.join(out, "generation_config.json"), generation_config_json())
-    tensors = {name: np.ascontiguousarray(var.numpy()) for name, var in sorted(model.w.items())}
+    tensors = {name: np.ascontiguousarray(t) for name, t in sorted(model.hub_tensors().items())}
     save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
     tok.save(os.path.join(out, "tokenizer.json"))
     os.chmod(os.path.join(out, "model.safetensors"), 0o644)  # safetensors writes it 0600
