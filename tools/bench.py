@@ -1,0 +1,260 @@
+"""xlagen side by side with its peers, on the same random weights, prompts and options.
+
+    pip install -e ".[bench]"          # the peers: transformers 4.x (TF and PyTorch), keras-hub
+    python tools/bench.py              # every row, every peer installed; ~30 min on 2 cores
+    python tools/bench.py --rows greedy beam4 --peers hf_tf_xla --reps 3
+
+Writes BENCHMARKS.md (the table) and BENCHMARKS.json (every number, the machine, the versions).
+
+Each row times a whole generate call with exactly N new tokens (min_new_tokens = N): the first
+call (tracing + compile + one run, "first s") and the best of --reps further calls, divided by N
+("ms/step", prefill included, as ../shared/bench/peers.py measures). xlagen runs in this
+process; each peer runs in its own subprocess (tools/bench_peers.py), one at a time, right after
+xlagen's run of the same row, so that both see the same machine state.
+
+The floor of a row is the time to read, once per step, every weight the decode step uses plus
+the KV cache, at the memory bandwidth this tool measures (a jit-compiled matrix-vector product
+over 512 MB, before every row; the best of them counts, since a shared machine's bandwidth
+varies): no fp32 decoder can step faster on this machine. "% floor" = floor / measured.
+Weights: random, Hub layout, shaped like gpt2 (124M), facebook/opt-125m and t5-small; written
+once under --cache.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = ("hf_tf_xla", "hf_pt", "keras_hub")
+PEER_NAMES = {"hf_tf_xla": "transformers TF+XLA", "hf_pt": "transformers PyTorch", "keras_hub": "KerasHub"}
+
+# Hub config.json of each family, shaped like the named checkpoint.
+CONFIGS = {
+    "gpt2": dict(model_type="gpt2", n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024,
+                 bos_token_id=50256, eos_token_id=50256),
+    "opt": dict(model_type="opt", num_hidden_layers=12, hidden_size=768, ffn_dim=3072, num_attention_heads=12,
+                vocab_size=50272, max_position_embeddings=2048, word_embed_proj_dim=768, do_layer_norm_before=True,
+                activation_function="relu", enable_bias=True, pad_token_id=1, bos_token_id=2, eos_token_id=2),
+    "t5": dict(model_type="t5", num_layers=6, num_decoder_layers=6, d_model=512, d_ff=2048, d_kv=64, num_heads=8,
+               vocab_size=32128, feed_forward_proj="relu", tie_word_embeddings=True, relative_attention_num_buckets=32,
+               relative_attention_max_distance=128, decoder_start_token_id=0, eos_token_id=1, pad_token_id=0,
+               is_encoder_decoder=True),
+}
+
+# row: (family, scenario, batch, prompt, new tokens, generate options); scenarios as tools/bench_peers.py.
+ROWS = {
+    "greedy": ("gpt2", "greedy", 1, 8, 32, {}),
+    "beam4": ("gpt2", "beam4", 1, 8, 32, dict(num_beams=4)),
+    "topp": ("gpt2", "topp", 1, 8, 32, dict(do_sample=True, top_p=0.9, top_k=0)),
+    "topk50": ("gpt2", "topk50", 1, 8, 32, dict(do_sample=True, top_k=50)),
+    "greedy_b16": ("gpt2", "greedy_b16", 16, 8, 32, {}),
+    "long": ("gpt2", "long", 1, 128, 128, {}),
+    "beam4_long": ("gpt2", "beam4_long", 1, 128, 128, dict(num_beams=4)),
+    "opt_greedy": ("opt", "greedy", 1, 8, 32, {}),
+    "opt_beam4": ("opt", "beam4", 1, 8, 32, dict(num_beams=4)),
+    "t5_greedy": ("t5", "greedy", 1, 8, 32, {}),
+    "t5_beam4": ("t5", "beam4", 1, 8, 32, dict(num_beams=4)),
+}
+# Issue 7's targets: xlagen ms/step / transformers TF+XLA ms/step in the same run (first: first-call seconds).
+TARGETS = {"greedy": 0.85, "beam4": 0.6, "beam4_long": 0.5, "topp": 0.65, "greedy_b16": 0.8}
+FIRST_CALL_TARGET = ("greedy", 0.3)
+FLOOR_TARGET = ("greedy", 0.9)
+
+
+def write_checkpoint(family, folder):
+    """Random weights in Hub layout for CONFIGS[family], from xlagen's own key map; returns folder."""
+    if os.path.exists(os.path.join(folder, "model.safetensors")):
+        return folder
+    from xlagen import models
+    module = models.MODEL_TYPES[family]
+    config = module.parse_config(CONFIGS[family], "bench")
+    rng = np.random.default_rng(0)
+    tensors = {}
+    for name, shape in module.hub_shapes(config).items():
+        if len(shape) == 2:
+            tensors[name] = rng.standard_normal(shape, dtype=np.float32) * 0.02
+        else:  # norms scale by 1, biases start at 0
+            tensors[name] = (np.ones if "norm" in name or "ln_" in name else np.zeros)(shape, np.float32)
+    os.makedirs(folder, exist_ok=True)
+    save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(CONFIGS[family], f, indent=1)
+    return folder
+
+
+def measure_bandwidth(reps=10):
+    """Read bandwidth in bytes/s: best of `reps` jit-compiled matrix-vector products over 512 MB."""
+    import tensorflow as tf
+    matrix = tf.Variable(tf.random.normal([128 * 1024, 1024]))
+    vector = tf.ones([1024])
+    matvec = tf.function(lambda v: tf.linalg.matvec(matrix, v), jit_compile=True)
+    matvec(vector).numpy()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        matvec(vector).numpy()
+        best = min(best, time.perf_counter() - t)
+    return matrix.shape.num_elements() * 4 / best
+
+
+def bytes_per_step(gen, batch, prompt, new, group):
+    """Bytes a decode step must read: the weights it uses once, plus the average KV cache."""
+    model, family = gen.model, gen.config.model_type
+    weights = 0
+    for name, var in model.w.items():
+        if var.shape.rank != 2:
+            continue  # norms and biases: negligible
+        if family == "gpt2" and name == "wpe.weight" or family == "opt" and name.endswith("embed_positions.weight"):
+            continue  # gathered one row at a time
+        if family == "t5" and not (name.startswith("decoder.") or name in ("shared.weight", "lm_head.weight")):
+            continue  # the encoder runs once per call
+        if "EncDecAttention.k" in name or "EncDecAttention.v" in name or "relative_attention_bias" in name:
+            continue  # cross-attention keys/values are computed once
+        weights += var.shape.num_elements() * 4
+    cache = model.memory_estimate(batch, prompt, group, new // 2)  # the cache is half full on average
+    return weights + cache["kv cache"] + cache.get("cross-attention cache", 0)
+
+
+def time_xlagen(gen, batch, prompt, new, options, reps):
+    ids = np.random.RandomState(0).randint(0, min(gen.vocab_size, 50000), size=(batch, prompt)).astype("int32")
+    kwargs = dict(max_new_tokens=new, min_new_tokens=new, seed=(1, 2), **options)
+    start = time.perf_counter()
+    gen.generate(ids, **kwargs)
+    first = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        gen.generate(ids, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return first, best
+
+
+def time_peer(python, peer, family, scenario, checkpoint, reps):
+    """One peer's JSON result line from tools/bench_peers.py, or {"error": ...}."""
+    cmd = [python, os.path.join(HERE, "bench_peers.py"), "--family", family, "--scenario", scenario, "--peer", peer,
+           "--checkpoint", checkpoint, "--reps", str(reps)]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out"}
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        return {"error": (run.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+    return json.loads(lines[-1])
+
+
+def peers_available(python):
+    check = "import transformers, torch, keras_hub, tf_keras"
+    return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
+
+
+def _fmt(x, digits=1):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def table(results, peers):
+    """BENCHMARKS.md's text from the results."""
+    head = ["row", "B", "prompt+new", "xlagen ms/step", "first s"]
+    head += [f"{PEER_NAMES[p]} ms/step (first s)" for p in peers]
+    head += [f"ratio to {PEER_NAMES[p]}" for p in peers] + ["floor ms", "% of floor", "target"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    verdicts = []
+    for name, r in results.items():
+        cells = [name, str(r["B"]), f"{r['prompt']}+{r['new']}", _fmt(r["ms_per_step"]), _fmt(r["first_s"])]
+        ratios = {}
+        for p in peers:
+            peer = r["peers"].get(p, {})
+            ms = peer.get("ms_per_step")
+            cells.append(f"{_fmt(ms)} ({_fmt(peer.get('first_s'))})" if ms else "—")
+            ratios[p] = r["ms_per_step"] / ms if ms else None
+        cells += [_fmt(ratios[p], 2) for p in peers]
+        cells += [_fmt(r["floor_ms"]), f"{100 * r['floor_ms'] / r['ms_per_step']:.0f}%"]
+        target = TARGETS.get(name)
+        tf_ratio = ratios.get("hf_tf_xla")
+        if target is not None and tf_ratio is not None:
+            met = tf_ratio <= target
+            cells.append(f"≤ {target} {'met' if met else 'NOT met'}")
+            verdicts.append(f"- {name}: {tf_ratio:.2f} of transformers TF+XLA, target ≤ {target}: {'met' if met else 'not met'}")
+        else:
+            cells.append("")
+        lines.append("| " + " | ".join(cells) + " |")
+    row, target = FIRST_CALL_TARGET
+    peer = results.get(row, {}).get("peers", {}).get("hf_tf_xla", {})
+    if peer.get("first_s"):
+        ratio = results[row]["first_s"] / peer["first_s"]
+        verdicts.append(f"- first call ({row}): {ratio:.2f} of transformers TF+XLA, target ≤ {target}: "
+                        f"{'met' if ratio <= target else 'not met'}")
+    row, target = FLOOR_TARGET
+    if row in results:
+        share = results[row]["floor_ms"] / results[row]["ms_per_step"]
+        verdicts.append(f"- {row}: {100 * share:.0f}% of the bandwidth floor, target ≥ {100 * target:.0f}%: "
+                        f"{'met' if share >= target else 'not met'}")
+    return lines, verdicts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
+    parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS))
+    parser.add_argument("--peers-python", default=sys.executable, help="interpreter with the peers installed")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--cache", default="/tmp/xlagen-bench", help="where the random checkpoints are written")
+    parser.add_argument("--out", default=os.path.dirname(HERE), help="folder for BENCHMARKS.md and BENCHMARKS.json")
+    args = parser.parse_args(argv)
+
+    from xlagen.engine import load
+    peers = args.peers
+    if peers and not peers_available(args.peers_python):
+        print(f"peers not installed for {args.peers_python} (pip install -e '.[bench]'): xlagen only", file=sys.stderr)
+        peers = []
+    bandwidth = measure_bandwidth()
+    generators, results = {}, {}
+    for name in args.rows:
+        family, scenario, batch, prompt, new, options = ROWS[name]
+        checkpoint = write_checkpoint(family, os.path.join(args.cache, family))
+        if family not in generators:
+            generators[family] = load(checkpoint, memory_limit=2**40)
+        gen = generators[family]
+        first, best = time_xlagen(gen, batch, prompt, new, options, args.reps)
+        group = options.get("num_beams", 1)
+        bandwidth = max(bandwidth, measure_bandwidth())
+        row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=options,
+                   first_s=first, best_s=best, ms_per_step=best / new * 1000,
+                   bytes_per_step=bytes_per_step(gen, batch, prompt, new, group), peers={})
+        print(f"{name}: xlagen {row['ms_per_step']:.1f} ms/step, first {first:.1f} s, "
+              f"{row['bytes_per_step'] / 1e6:.0f} MB per step", flush=True)
+        for peer in peers:
+            row["peers"][peer] = time_peer(args.peers_python, peer, family, scenario, checkpoint, args.reps)
+            print(f"  {peer}: {json.dumps(row['peers'][peer])}", flush=True)
+        results[name] = row
+
+    for row in results.values():
+        row["floor_ms"] = row["bytes_per_step"] / bandwidth * 1000
+    lines, verdicts = table(results, peers)
+    import tensorflow as tf
+    machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
+                   bandwidth_gb_s=round(bandwidth / 1e9, 2), python=platform.python_version(),
+                   tensorflow=tf.__version__, date=time.strftime("%Y-%m-%d"))
+    text = ["# Benchmarks", "", f"`python tools/bench.py` on {machine['cores']} cores, measured read bandwidth "
+            f"{machine['bandwidth_gb_s']} GB/s, TensorFlow {machine['tensorflow']}, {machine['date']}. "
+            f"ms per decode step (whole generate call / new tokens, best of {args.reps}), fp32, random weights "
+            "shaped like gpt2, opt-125m and t5-small. Ratios are xlagen / peer (below 1: xlagen is faster). "
+            "The floor reads every weight of a step once plus the KV cache at the measured bandwidth.", ""]
+    text += lines + ["", "Targets (issue 7):", ""] + verdicts + [""]
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "BENCHMARKS.md"), "w") as f:
+        f.write("\n".join(text))
+    with open(os.path.join(args.out, "BENCHMARKS.json"), "w") as f:
+        json.dump(dict(machine=machine, rows=results), f, indent=1)
+    print("\n".join(lines + [""] + verdicts))
+
+
+if __name__ == "__main__":
+    main()
