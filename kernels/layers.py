@@ -16,7 +16,7 @@ def dense(x, kernel, bias=None):
       [..., out] float.
     """
     # As a 2-D matmul: tf.einsum would transpose the whole kernel first.
-    rows = tf.reshape(x, [-1, x.shape[-1]])
+    rows = tf.reshape(x, [-1, kernel.shape[1]])
     y = tf.reshape(tf.linalg.matmul(rows, kernel, transpose_b=True), tf.concat([tf.shape(x)[:-1], [kernel.shape[0]]], 0))
     return y if bias is None else y + bias
 

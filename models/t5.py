@@ -253,11 +253,11 @@ class T5(CachedLM):
         def attend_self(i, q, k, v):
             out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, 1.0,
                                                 prompt_bias, new_bias)
-            return tf.reshape(out, [b, g, -1])
+            return tf.reshape(out, [b, g, self.num_heads * self.head_dim])
 
         def attend_cross(i, q):
             k, v = state["cross"][i]
-            return tf.reshape(attention.attend_shared(tf.reshape(q, shape), k, v, state["enc_mask"], 1.0), [b, g, -1])
+            return tf.reshape(attention.attend_shared(tf.reshape(q, shape), k, v, state["enc_mask"], 1.0), [b, g, self.num_heads * self.head_dim])
 
         hidden = self._stack("decoder", tokens, attend_self, attend_cross)
         return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
