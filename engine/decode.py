@@ -149,7 +149,6 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
     Returns:
       Output.
     """
-    valid = tf.logical_and(input_ids >= 0, input_ids < model.vocab_size)
     embed_ids = tf.where(attention_mask == 1, input_ids, 0)
     if model.config.is_encoder_decoder:
         history = tf.fill([dim(input_ids, 0), 1], knobs.decoder_start_id)
@@ -157,6 +156,7 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
                                             decoder_input_ids=history)
     else:
         # The processors see what transformers' do: the prompt as given, valid padding ids included.
+        valid = tf.logical_and(input_ids >= 0, input_ids < model.vocab_size)
         history = tf.where(valid, input_ids, search.NO_TOKEN)
         logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group)
     loop = beam_search if strategy.kind == "beam" else sample_or_greedy

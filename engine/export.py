@@ -70,14 +70,10 @@ def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **
         raise GenerationArgumentError(f"export directory {directory} is not empty; give a new or empty directory")
     opts = options.resolve(dict(kwargs, max_new_tokens=max_new_tokens), gen.generation_config, gen.config,
                            1 if gen.config.is_encoder_decoder else prompt_length, gen.vocab_size)
-    limit = gen.config.max_positions
-    if limit is not None and prompt_length + max_new_tokens > limit:
-        raise GenerationArgumentError(f"prompt_length={prompt_length} plus max_new_tokens={max_new_tokens} is beyond "
-                                      f"the model's {limit} positions")
+    gen._check_positions(f"prompt_length={prompt_length}", prompt_length, max_new_tokens)
     strategy = decode.strategy_for(opts)
     if batch_size is not None:
-        gen._check_memory(batch_size, prompt_length, strategy, max_new_tokens,
-                          gen.memory_limit if opts.memory_limit is None else opts.memory_limit)
+        gen._check_memory(batch_size, prompt_length, strategy, opts)
     module = ExportedDecoder(gen.model, opts, strategy, prompt_length, batch_size)
     tf.saved_model.save(module, directory, signatures={"serving_default": module.serve.get_concrete_function()})
     return directory

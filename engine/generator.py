@@ -154,8 +154,20 @@ class Generator:
             return ids, mask
         return (np.pad(ids, ((0, 0), (extra, 0)), constant_values=pad_id), np.pad(mask, ((0, 0), (extra, 0))))
 
-    def _check_memory(self, batch, prompt_len, strategy, max_new_tokens, limit):
-        """Raise MemoryLimitError, with the figures, when a call would allocate more than `limit` bytes."""
+    def _check_positions(self, prompt, prompt_len, max_new_tokens):
+        """Raise GenerationArgumentError when prompt_len + max_new_tokens exceeds the model's
+        positions; `prompt` names the prompt length in the message."""
+        limit, total = self.config.max_positions, prompt_len + max_new_tokens
+        if limit is not None and total > limit:
+            raise GenerationArgumentError(
+                f"{prompt} plus max_new_tokens={max_new_tokens} is {total}, beyond the model's {limit} positions; "
+                f"shorten the prompt or max_new_tokens")
+
+    def _check_memory(self, batch, prompt_len, strategy, opts):
+        """Raise MemoryLimitError, with the figures, when a call would allocate more than its
+        memory limit (opts.memory_limit, else the Generator's)."""
+        limit = self.memory_limit if opts.memory_limit is None else opts.memory_limit
+        max_new_tokens = opts.max_new_tokens
         parts = self.model.memory_estimate(batch, prompt_len, strategy.group, max_new_tokens)
         total = sum(parts.values())
         if total > limit:
@@ -211,17 +223,12 @@ class Generator:
         encoder_decoder = self.config.is_encoder_decoder
         opts = options.resolve(kwargs, self.generation_config, self.config, 1 if encoder_decoder else ids.shape[1],
                                self.vocab_size)
-        limit = self.config.max_positions
-        longest = int(mask.sum(axis=1).max()) + opts.max_new_tokens
-        if limit is not None and longest > limit:
-            raise GenerationArgumentError(
-                f"the longest prompt ({longest - opts.max_new_tokens} tokens) plus max_new_tokens={opts.max_new_tokens} "
-                f"is {longest}, beyond the model's {limit} positions; shorten the prompt or max_new_tokens")
+        longest = int(mask.sum(axis=1).max())
+        self._check_positions(f"the longest prompt ({longest} tokens)", longest, opts.max_new_tokens)
         # Bucket padding holds NO_TOKEN, which the processors ignore; the output drops it again.
         inputs, padded_mask = self._pad_left(given, mask, opts.pad_to_multiple_of, NO_TOKEN)
         strategy = decode.strategy_for(opts)
-        self._check_memory(len(ids), inputs.shape[1], strategy, opts.max_new_tokens,
-                           self.memory_limit if opts.memory_limit is None else opts.memory_limit)
+        self._check_memory(len(ids), inputs.shape[1], strategy, opts)
         program = self._program(len(ids), inputs.shape[1], opts.max_new_tokens, strategy)
         out = program(tf.constant(inputs), tf.constant(padded_mask), *decode.knob_tensors(opts))
         sequences = out.sequences.numpy()
