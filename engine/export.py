@@ -57,7 +57,7 @@ class ExportedDecoder(tf.Module):
                 result.update(sequence_scores=out.sequence_scores, scores=out.scores)
             return result
 
-        self.serve = tf.function(serve, jit_compile=True, input_signature=specs)
+        self.serve = tf.function(serve, jit_compile=True, autograph=False, input_signature=specs)
 
 
 def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **kwargs):

@@ -193,7 +193,7 @@ class Generator:
                                            strategy)
 
                 ids = tf.TensorSpec([batch, input_len], tf.int32)
-                self._programs[key] = tf.function(run, jit_compile=True, reduce_retracing=False,
+                self._programs[key] = tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
                                                   input_signature=[ids, ids, *decode.KNOB_SPECS])
             return self._programs[key]
 
@@ -327,5 +327,5 @@ class Generator:
             raise GenerationArgumentError(f"decoder_input_ids is only for encoder-decoder models, not {self.config.model_type}")
         key = tuple(a.shape for a in args)
         if key not in self._logit_programs:
-            self._logit_programs[key] = tf.function(self.model.logits, jit_compile=True)
+            self._logit_programs[key] = tf.function(self.model.logits, jit_compile=True, autograph=False)
         return self._logit_programs[key](*args).numpy()
