@@ -3,7 +3,7 @@
 top-k and top-p need a threshold: the k-th largest logit, or the logit below which the
 probability mass is at most 1 - p. Instead of sorting V values every step, we find the
 threshold by bisection over the 2**32 float32 values in their order (as integer keys):
-17 masked reductions over V, each trying 3 keys, give the exact threshold, for any k or p
+33 masked reductions over V (17 trying 3 keys each for a single row) give the exact threshold, for any k or p
 given as a tensor.
 """
 import tensorflow as tf
@@ -17,10 +17,11 @@ def ordered_key(x):
     return tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, tf.constant(0x7FFFFFFF, tf.int32)), bits)
 
 
-# Candidates tried per bisection pass. One pass reads the row once and compares it with all of
-# them, so 3 candidates (2 bits a pass, 17 passes) cost about half of 33 one-candidate passes
-# on XLA's CPU backend; more than 3 costs more per bit again (tools/bench_warpers.py).
-_CANDIDATES = 3
+# Candidates tried per bisection pass. For one row a pass costs little more with 3 candidates
+# than with 1, so 17 passes of 3 (2 bits a pass) take about half of 33 passes of 1; from 4 rows
+# on the comparisons dominate and 1 candidate is faster (tools/bench_warpers.py).
+def _candidates(rows):
+    return 3 if rows == 1 else 1
 
 
 def _passes(span, ways):
@@ -46,11 +47,12 @@ def largest_key_where(keys, holds):
     # the candidates lie between them, so the [B, V] comparisons stay in int32.
     lo = tf.cast(tf.reduce_min(keys, axis=-1, keepdims=True), tf.int64) - 1  # holds(lo) is true
     hi = tf.cast(tf.reduce_max(keys, axis=-1, keepdims=True), tf.int64) + 1  # holds(hi) is false
-    steps = tf.range(1, _CANDIDATES + 1, dtype=tf.int64)[None, :]  # [1, C]
+    ways = _candidates(keys.shape[0]) + 1
+    steps = tf.range(1, ways, dtype=tf.int64)[None, :]  # [1, C]
     # A fixed number of unrolled passes rather than a while loop with a convergence test: XLA
     # then runs plain reductions back to back. Once converged a pass changes nothing.
-    for _ in range(_passes(2**32 + 1, _CANDIDATES + 1)):
-        cand = lo + (hi - lo) * steps // (_CANDIDATES + 1)  # [B, C], ascending, in [lo, hi)
+    for _ in range(_passes(2**32 + 1, ways)):
+        cand = lo + (hi - lo) * steps // ways  # [B, C], ascending, in [lo, hi)
         ok = holds(tf.cast(tf.clip_by_value(cand, -2**31, 2**31 - 1), tf.int32))
         lo = tf.reduce_max(tf.where(ok, cand, lo), axis=-1, keepdims=True)
         hi = tf.reduce_min(tf.where(ok, hi, cand), axis=-1, keepdims=True)
