@@ -127,7 +127,7 @@ class GPT2(DecoderLM):
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to wte unless the config says not)."""
         table = self.w["wte.weight"] if self.config.tie_word_embeddings else self.w["lm_head.weight"]
-        return tf.einsum("...e,ve->...v", hidden, table)
+        return layers.dense(hidden, table)
 
 
 def build(config, tensors, source):

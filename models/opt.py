@@ -153,7 +153,7 @@ class OPT(DecoderLM):
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to embed_tokens unless untied)."""
         table = self.w["decoder.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"]
-        return tf.einsum("...e,ve->...v", hidden, table)
+        return layers.dense(hidden, table)
 
 
 def build(config, tensors, source):

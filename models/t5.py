@@ -208,8 +208,8 @@ class T5(CachedLM):
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (v1.0's tied head rescales by d_model**-0.5)."""
         if self.config.tie_word_embeddings:
-            return tf.einsum("...e,ve->...v", hidden * self.config.d_model ** -0.5, self.w["shared.weight"])
-        return tf.einsum("...e,ve->...v", hidden, self.w["lm_head.weight"])
+            return layers.dense(hidden * self.config.d_model ** -0.5, self.w["shared.weight"])
+        return layers.dense(hidden, self.w["lm_head.weight"])
 
     # -- the decoding interface (models/base.py) -------------------------------------------
 
