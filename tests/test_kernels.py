@@ -60,6 +60,20 @@ def test_attend_step_reads_each_rows_history_through_ancestry():
         np.testing.assert_allclose(out.numpy()[0, row], np.einsum("hs,hsd->hd", probs, hist_v), atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [[5, 16], [1, 1, 16], [3, 40, 16], [70, 16]])
+def test_dense_matches_numpy_for_few_and_many_rows(shape):
+    """Few rows take kernel @ x^T, many (> 64) x @ kernel^T; an unknown row count takes the former."""
+    rng = np.random.RandomState(0)
+    x, kernel, bias = rng.randn(*shape), rng.randn(24, 16), rng.randn(24)
+    x, kernel, bias = (a.astype(np.float32) for a in (x, kernel, bias))
+    expected = x @ kernel.T + bias
+    run = tf.function(layers.dense, jit_compile=True)
+    np.testing.assert_allclose(run(x, kernel, bias), expected, rtol=1e-5, atol=1e-5)
+    open_rows = tf.function(lambda x: layers.dense(x, kernel, bias), jit_compile=True,
+                            input_signature=[tf.TensorSpec([None] * (len(shape) - 1) + [16], tf.float32)])
+    np.testing.assert_allclose(open_rows(x), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_causal_allowed_respects_padding_and_future():
     allowed = attention.causal_allowed(tf.constant([[0, 1, 1]]), 3).numpy()
     np.testing.assert_array_equal(allowed[0], [[False, False, False], [False, True, False], [False, True, True]])
