@@ -5,9 +5,11 @@
 Runs generate twice to compile and warm up, then once under the TensorFlow profiler, and
 prints, for the XLA thread that ran the loop, the kernels (fusions, matmuls, ...) of one decode step in
 the middle of the loop, by busy time. A step is the time between two runs of the loop's
-most frequent matmul. Kernels named alike (dot_add_fusion.3, dot_add_fusion.7) are summed.
-Names are XLA's: `dot*` and `MatMul*` are matrix products, the rest are fused elementwise
-and reduction kernels. The profile is written under --logdir for TensorBoard as well.
+most frequent matmul. Kernels named alike (add_bitcast_fusion.3, add_bitcast_fusion.7) are
+summed. Names are XLA's: `dot*` and `MatMul*` are matrix products, the rest are fused
+elementwise and reduction kernels. A product that runs as a multi-threaded Eigen call counts
+only the time the loop's thread spends in it, so busy time undercounts the products; their
+ranking still holds. The profile is written under --logdir for TensorBoard as well.
 """
 import argparse
 import ast
