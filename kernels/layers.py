@@ -53,6 +53,33 @@ def dense(x, kernel, bias=None):
     return y if bias is None else y + bias
 
 
+def stack(block, x, inputs):
+    """Run block(x, *inputs[i]) -> (x, output_i) for each layer i, traced once for all layers.
+
+    A model's layers differ only in their weights (and caches), so `block` is traced once as a
+    nested tf.function that takes them as arguments; the layers then call that one trace.
+    Inside a while loop (the decode step) tf2xla also converts the call once ("_noinline":
+    keep it a call) and XLA inlines it again, so the compiled program is the unrolled one.
+    GPT-2 greedy's first call: tracing 1.3 -> 0.4 s, tf2xla 1.15 -> 0.6 s.
+
+    Args:
+      block: python function (x, *args) -> (x, output); output any nest of tensors, or None.
+      x: the hidden state, float tensor.
+      inputs: a sequence over layers of argument tuples: nests of tensors, variables or python
+        values; a python value that differs between layers gets its own trace.
+    Returns:
+      (x after the last layer, [output_i for each layer]).
+    """
+    traced = tf.function(block, autograph=False, experimental_attributes={"_noinline": True})
+    outputs = []
+    for args in inputs:
+        # Variables are read here: as resources they make tf2xla convert every call anew.
+        args = tf.nest.map_structure(lambda a: a.value() if isinstance(a, tf.Variable) else a, args)
+        x, out = traced(x, *args)
+        outputs.append(out)
+    return x, outputs
+
+
 def layer_norm(x, scale, bias, eps):
     """LayerNorm over the last axis, as torch.nn.LayerNorm (biased variance).
 

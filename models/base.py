@@ -36,6 +36,10 @@ class CachedLM(tf.Module):
         self.unused = sorted(n for n in tensors if n not in self.w and not n.endswith(tuple(ignored))
                              and not (n == "lm_head.weight" and config.tie_word_embeddings))
 
+    def layer_weights(self, prefix):
+        """{name after prefix: variable} of the weights named prefix + name (one layer's)."""
+        return {name[len(prefix):]: var for name, var in self.w.items() if name.startswith(prefix)}
+
     def hub_tensors(self):
         """The weights as the Hub stores them: {hub name: np.ndarray float32} (the inverse of _load)."""
         return {name: (var.numpy().T if name in self._transposed else var.numpy()) for name, var in self.w.items()}
@@ -64,9 +68,10 @@ class DecoderLM(CachedLM):
     """The decoding interface of a decoder-only transformer, given its layers.
 
     A subclass sets `num_heads`, `head_dim` and `num_cache_layers` and defines
-      _blocks(input_ids, position_ids, attend) -> hidden [..., E]: the transformer over
-        tokens of any leading shape, calling attend(i, q, k, v) -> [..., H*D] for the
-        attention of layer i given its q, k, v of shape [..., H*D];
+      _blocks(input_ids, position_ids, attend, memory) -> (hidden [..., E], memory): the
+        transformer over tokens of any leading shape, calling
+        attend(q, k, v, memory[i], scale) -> ([..., H*D], new memory[i]) for the attention of
+        layer i given its q, k, v of shape [..., H*D] and the python float _scale(i);
       _scale(i) -> python float multiplying the attention scores of layer i;
       head(hidden [..., E]) -> logits [..., V].
 
@@ -80,14 +85,12 @@ class DecoderLM(CachedLM):
         """Run a left-padded prompt: (hidden [B, T, E], per-layer keys and values [B, H, T, D])."""
         mask = tf.cast(attention_mask, tf.int32)
         bias = attention.bias_from_mask(attention.causal_allowed(mask, input_ids.shape[1]))[:, None]
-        kvs = []
 
-        def attend(i, q, k, v):
+        def attend(q, k, v, unused, scale):
             q, k, v = (attention.split_heads(t, self.num_heads) for t in (q, k, v))
-            kvs.append((k, v))
-            return attention.merge_heads(attention.attend(q, k, v, bias, self._scale(i)))
+            return attention.merge_heads(attention.attend(q, k, v, bias, scale)), (k, v)
 
-        return self._blocks(input_ids, positions.from_mask(mask), attend), kvs
+        return self._blocks(input_ids, positions.from_mask(mask), attend, [None] * self.num_cache_layers)
 
     def prefill(self, input_ids, attention_mask, max_new_tokens, group=1):
         """Run the left-padded prompt once and set up the cache for G rows of N new tokens.
@@ -114,14 +117,14 @@ class DecoderLM(CachedLM):
         """
         b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
-        layout, kvs = state["layout"], list(state["kv"])
+        layout = state["layout"]
 
-        def attend(i, q, k, v):
-            out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, self._scale(i))
-            return tf.reshape(out, [b, g, self.num_heads * self.head_dim])
+        def attend(q, k, v, kv, scale):
+            out, kv = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kv, layout, scale)
+            return tf.reshape(out, [b, g, self.num_heads * self.head_dim]), kv
 
         position = tf.broadcast_to((state["position"] + layout.step)[:, None], [b, g])
-        hidden = self._blocks(tokens, position, attend)
+        hidden, kvs = self._blocks(tokens, position, attend, state["kv"])
         return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
 
     def logits(self, input_ids, attention_mask):

@@ -110,19 +110,23 @@ class GPT2(DecoderLM):
             scale /= float(i + 1)
         return scale
 
-    def _blocks(self, input_ids, position_ids, attend):
+    def _blocks(self, input_ids, position_ids, attend, memory):
         c, w = self.config, self.w
         eps = c.layer_norm_epsilon
+
+        def block(x, w, memory, scale):
+            h = layers.layer_norm(x, w["ln_1.weight"], w["ln_1.bias"], eps)
+            q, k, v = tf.split(layers.dense(h, w["attn.c_attn.weight"], w["attn.c_attn.bias"]), 3, axis=-1)
+            out, memory = attend(q, k, v, memory, scale)
+            x = x + layers.dense(out, w["attn.c_proj.weight"], w["attn.c_proj.bias"])
+            h = layers.layer_norm(x, w["ln_2.weight"], w["ln_2.bias"], eps)
+            h = self._act(layers.dense(h, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"]))
+            return x + layers.dense(h, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"]), memory
+
         x = tf.gather(w["wte.weight"], input_ids) + tf.gather(w["wpe.weight"], position_ids)
-        for i in range(c.n_layer):
-            p = f"h.{i}."
-            h = layers.layer_norm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
-            q, k, v = tf.split(layers.dense(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"]), 3, axis=-1)
-            x = x + layers.dense(attend(i, q, k, v), w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"])
-            h = layers.layer_norm(x, w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
-            h = self._act(layers.dense(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]))
-            x = x + layers.dense(h, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"])
-        return layers.layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps)
+        x, memory = layers.stack(block, x, [(self.layer_weights(f"h.{i}."), memory[i], self._scale(i))
+                                            for i in range(c.n_layer)])
+        return layers.layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps), memory
 
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to wte unless the config says not)."""

@@ -119,36 +119,40 @@ class OPT(DecoderLM):
     def _scale(self, i):
         return 1.0  # OPT scales the queries before the product (see _blocks), as transformers does
 
-    def _norm(self, x, name):
-        return layers.layer_norm(x, self.w.get(name + ".weight"), self.w.get(name + ".bias"), 1e-5)
-
-    def _linear(self, x, name):
-        return layers.dense(x, self.w[name + ".weight"], self.w.get(name + ".bias"))
-
-    def _blocks(self, input_ids, position_ids, attend):
+    def _blocks(self, input_ids, position_ids, attend, memory):
         c, w = self.config, self.w
+        before = c.do_layer_norm_before
+
+        def norm(x, w, name):
+            return layers.layer_norm(x, w.get(name + ".weight"), w.get(name + ".bias"), 1e-5)
+
+        def linear(x, w, name):
+            return layers.dense(x, w[name + ".weight"], w.get(name + ".bias"))
+
+        def block(x, w, memory, scale):
+            h = norm(x, w, "self_attn_layer_norm") if before else x
+            q, k, v = (linear(h, w, "self_attn." + n) for n in ("q_proj", "k_proj", "v_proj"))
+            out, memory = attend(q * (float(self.head_dim) ** -0.5), k, v, memory, scale)
+            x = x + linear(out, w, "self_attn.out_proj")
+            if not before:  # opt-350m: post-LayerNorm
+                x = norm(x, w, "self_attn_layer_norm")
+            h = norm(x, w, "final_layer_norm") if before else x
+            x = x + linear(self._act(linear(h, w, "fc1")), w, "fc2")
+            if not before:
+                x = norm(x, w, "final_layer_norm")
+            return x, memory
+
         x = tf.gather(w["decoder.embed_tokens.weight"], input_ids)
         if "decoder.project_in.weight" in w:
             x = layers.dense(x, w["decoder.project_in.weight"])
         x = x + tf.gather(w["decoder.embed_positions.weight"], position_ids + POSITION_OFFSET)
-        before = c.do_layer_norm_before
-        scale = float(self.head_dim) ** -0.5
-        for i in range(c.num_hidden_layers):
-            p = f"decoder.layers.{i}."
-            h = self._norm(x, p + "self_attn_layer_norm") if before else x
-            q, k, v = (self._linear(h, p + "self_attn." + n) for n in ("q_proj", "k_proj", "v_proj"))
-            x = x + self._linear(attend(i, q * scale, k, v), p + "self_attn.out_proj")
-            if not before:  # opt-350m: post-LayerNorm
-                x = self._norm(x, p + "self_attn_layer_norm")
-            h = self._norm(x, p + "final_layer_norm") if before else x
-            x = x + self._linear(self._act(self._linear(h, p + "fc1")), p + "fc2")
-            if not before:
-                x = self._norm(x, p + "final_layer_norm")
+        x, memory = layers.stack(block, x, [(self.layer_weights(f"decoder.layers.{i}."), memory[i], self._scale(i))
+                                            for i in range(c.num_hidden_layers)])
         if c.has_final_layer_norm:
-            x = self._norm(x, "decoder.final_layer_norm")
+            x = norm(x, w, "decoder.final_layer_norm")
         if "decoder.project_out.weight" in w:
             x = layers.dense(x, w["decoder.project_out.weight"])
-        return x
+        return x, memory
 
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to embed_tokens unless untied)."""

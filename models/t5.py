@@ -127,16 +127,42 @@ class T5(CachedLM):
 
     # -- layers ----------------------------------------------------------------------------
 
-    def _norm(self, x, name):
-        return layers.rms_norm(x, self.w[name], self.config.layer_norm_epsilon)
+    def _stack(self, stack, input_ids, attend_self, memory, attend_cross=None, cross=None):
+        """An encoder or decoder stack over tokens of any leading shape [...].
 
-    def _ff(self, x, p):
-        w = self.w
-        if self.config.gated:
-            h = self._act(layers.dense(x, w[p + "DenseReluDense.wi_0.weight"])) * layers.dense(x, w[p + "DenseReluDense.wi_1.weight"])
-        else:
-            h = self._act(layers.dense(x, w[p + "DenseReluDense.wi.weight"]))
-        return layers.dense(h, w[p + "DenseReluDense.wo.weight"])
+        Layer i calls attend_self(q, k, v, memory[i]) -> ([..., H*D], new memory[i]) and, in
+        the decoder, attend_cross(q, cross[i]) -> [..., H*D].
+        Returns (hidden states [..., E] after the final RMS norm, [new memory[i]]).
+        """
+        c, eps = self.config, self.config.layer_norm_epsilon
+
+        def block(x, w, memory, cross):
+            h = layers.rms_norm(x, w["0.layer_norm.weight"], eps)
+            q, k, v = (layers.dense(h, w[f"0.SelfAttention.{n}.weight"]) for n in "qkv")
+            out, memory = attend_self(q, k, v, memory)
+            x = x + layers.dense(out, w["0.SelfAttention.o.weight"])
+            ff = "1."
+            if attend_cross is not None:
+                h = layers.rms_norm(x, w["1.layer_norm.weight"], eps)
+                out = attend_cross(layers.dense(h, w["1.EncDecAttention.q.weight"]), cross)
+                x = x + layers.dense(out, w["1.EncDecAttention.o.weight"])
+                ff = "2."
+            h = layers.rms_norm(x, w[ff + "layer_norm.weight"], eps)
+            if c.gated:
+                h = self._act(layers.dense(h, w[ff + "DenseReluDense.wi_0.weight"])) * layers.dense(
+                    h, w[ff + "DenseReluDense.wi_1.weight"])
+            else:
+                h = self._act(layers.dense(h, w[ff + "DenseReluDense.wi.weight"]))
+            return x + layers.dense(h, w[ff + "DenseReluDense.wo.weight"]), memory
+
+        n_layers = c.num_layers if stack == "encoder" else c.decoder_layers
+        cross = cross or [None] * n_layers
+        # Layer 0 also holds the relative position table, used before the stack: every layer
+        # then has the same weights and shares one trace.
+        inputs = [({name: var for name, var in self.layer_weights(f"{stack}.block.{i}.layer.").items()
+                    if "relative_attention_bias" not in name}, memory[i], cross[i]) for i in range(n_layers)]
+        x, memory = layers.stack(block, tf.gather(self.w["shared.weight"], input_ids), inputs)
+        return layers.rms_norm(x, self.w[f"{stack}.final_layer_norm.weight"], eps), memory
 
     def _position_bias(self, stack, relative_position):
         """Relative position bias [..., H] for int32 key - query distances [...]."""
@@ -145,36 +171,12 @@ class T5(CachedLM):
                                            c.relative_attention_max_distance)
         return tf.gather(self.w[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"], bucket)
 
-    def _stack(self, stack, input_ids, attend_self, attend_cross=None):
-        """An encoder or decoder stack over tokens of any leading shape [...].
-
-        attend_self(i, q, k, v) and attend_cross(i, q) return [..., H*D] for layer i.
-        Returns the hidden states [..., E] after the final RMS norm.
-        """
-        c, w = self.config, self.w
-        x = tf.gather(w["shared.weight"], input_ids)
-        n_layers = c.num_layers if stack == "encoder" else c.decoder_layers
-        for i in range(n_layers):
-            p = f"{stack}.block.{i}.layer."
-            h = self._norm(x, p + "0.layer_norm.weight")
-            q, k, v = (layers.dense(h, w[f"{p}0.SelfAttention.{n}.weight"]) for n in "qkv")
-            x = x + layers.dense(attend_self(i, q, k, v), w[p + "0.SelfAttention.o.weight"])
-            ff = p + "1."
-            if attend_cross is not None:
-                h = self._norm(x, p + "1.layer_norm.weight")
-                x = x + layers.dense(attend_cross(i, layers.dense(h, w[p + "1.EncDecAttention.q.weight"])),
-                                     w[p + "1.EncDecAttention.o.weight"])
-                ff = p + "2."
-            x = x + self._ff(self._norm(x, ff + "layer_norm.weight"), ff)
-        return self._norm(x, f"{stack}.final_layer_norm.weight")
-
-    def _block_attention(self, bias, keep=None):
-        """attend(i, q, k, v) over whole blocks [B, T, H*D] with an additive bias [B, H, T, S]."""
-        def attend(i, q, k, v):
+    def _block_attention(self, bias):
+        """attend(q, k, v, unused) over whole blocks [B, T, H*D] with an additive bias [B, H, T, S];
+        its memory output is the block's keys and values [B, H, S, D]."""
+        def attend(q, k, v, unused):
             q, k, v = (attention.split_heads(t, self.num_heads) for t in (q, k, v))
-            if keep is not None:
-                keep.append((k, v))
-            return attention.merge_heads(attention.attend(q, k, v, bias, 1.0))  # T5 does not scale scores
+            return attention.merge_heads(attention.attend(q, k, v, bias, 1.0)), (k, v)  # T5 does not scale scores
         return attend
 
     def encode(self, input_ids, attention_mask):
@@ -183,7 +185,7 @@ class T5(CachedLM):
         relative = tf.range(s)[None, :] - tf.range(s)[:, None]  # key - query
         bias = tf.transpose(self._position_bias("encoder", relative), [2, 0, 1])[None]
         bias += attention.bias_from_mask(tf.cast(attention_mask, tf.bool))[:, None, None, :]
-        return self._stack("encoder", input_ids, self._block_attention(bias))
+        return self._stack("encoder", input_ids, self._block_attention(bias), [None] * self.config.num_layers)[0]
 
     def _cross_kv(self, encoded):
         w = self.w
@@ -191,19 +193,21 @@ class T5(CachedLM):
                       attention.split_heads(layers.dense(encoded, w[f"decoder.block.{i}.layer.1.EncDecAttention.v.weight"]), self.num_heads))
                      for i in range(self.config.decoder_layers))
 
-    def _decode_block(self, decoder_input_ids, cross, enc_mask, keep=None):
-        """The decoder over whole [B, T] blocks (causal, right after position 0)."""
+    def _decode_block(self, decoder_input_ids, cross, enc_mask):
+        """The decoder over whole [B, T] blocks (causal, right after position 0):
+        (hidden [B, T, E], per-layer self-attention keys and values [B, H, T, D])."""
         t = decoder_input_ids.shape[1]
         relative = tf.range(t)[None, :] - tf.range(t)[:, None]
         bias = tf.transpose(self._position_bias("decoder", relative), [2, 0, 1])[None]
         bias += attention.bias_from_mask(relative <= 0)[None, None]
         cross_bias = attention.bias_from_mask(tf.cast(enc_mask, tf.bool))[:, None, None, :]
 
-        def attend_cross(i, q):
+        def attend_cross(q, kv):
             q = attention.split_heads(q, self.num_heads)
-            return attention.merge_heads(attention.attend(q, cross[i][0], cross[i][1], cross_bias, 1.0))
+            return attention.merge_heads(attention.attend(q, kv[0], kv[1], cross_bias, 1.0))
 
-        return self._stack("decoder", decoder_input_ids, self._block_attention(bias, keep), attend_cross)
+        return self._stack("decoder", decoder_input_ids, self._block_attention(bias),
+                           [None] * self.config.decoder_layers, attend_cross, cross)
 
     def head(self, hidden):
         """Vocabulary logits: [..., E] -> [..., V] float32 (v1.0's tied head rescales by d_model**-0.5)."""
@@ -233,10 +237,9 @@ class T5(CachedLM):
         """
         mask = tf.cast(attention_mask, tf.int32)
         cross = self._cross_kv(self.encode(input_ids, mask))
-        keep = []
-        hidden = self._decode_block(decoder_input_ids, cross, mask, keep)
+        hidden, kvs = self._decode_block(decoder_input_ids, cross, mask)
         start = tf.ones_like(decoder_input_ids, tf.int32)
-        state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in keep), "cross": cross,
+        state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs), "cross": cross,
                  "enc_mask": mask, "layout": cache.start_layout(start, group, max_new_tokens)}
         return self.head(hidden[:, -1]), state
 
@@ -244,22 +247,22 @@ class T5(CachedLM):
         """Feed one token per row: tokens [B, G] int32 -> (logits [B, G, V] float32, new state)."""
         b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
-        layout, kvs = state["layout"], list(state["kv"])
+        layout, kvs = state["layout"], state["kv"]
         prompt_len, steps = kvs[0].prompt_k.shape[2], kvs[0].new_k.shape[1] // g
         query = prompt_len + layout.step
         prompt_bias = tf.transpose(self._position_bias("decoder", tf.range(prompt_len) - query))  # [H, P]
         new_bias = tf.transpose(self._position_bias("decoder", prompt_len + tf.range(steps) - query))  # [H, N]
 
-        def attend_self(i, q, k, v):
-            out, kvs[i] = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kvs[i], layout, 1.0,
-                                                prompt_bias, new_bias)
+        def attend_self(q, k, v, kv):
+            out, kv = attention.attend_step(*(tf.reshape(t, shape) for t in (q, k, v)), kv, layout, 1.0,
+                                            prompt_bias, new_bias)
+            return tf.reshape(out, [b, g, self.num_heads * self.head_dim]), kv
+
+        def attend_cross(q, kv):
+            out = attention.attend_shared(tf.reshape(q, shape), kv[0], kv[1], state["enc_mask"], 1.0)
             return tf.reshape(out, [b, g, self.num_heads * self.head_dim])
 
-        def attend_cross(i, q):
-            k, v = state["cross"][i]
-            return tf.reshape(attention.attend_shared(tf.reshape(q, shape), k, v, state["enc_mask"], 1.0), [b, g, self.num_heads * self.head_dim])
-
-        hidden = self._stack("decoder", tokens, attend_self, attend_cross)
+        hidden, kvs = self._stack("decoder", tokens, attend_self, kvs, attend_cross, state["cross"])
         return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
 
     def logits(self, input_ids, attention_mask, decoder_input_ids):
@@ -271,7 +274,7 @@ class T5(CachedLM):
           [B, T, V] float32.
         """
         mask = tf.cast(attention_mask, tf.int32)
-        return self.head(self._decode_block(decoder_input_ids, self._cross_kv(self.encode(input_ids, mask)), mask))
+        return self.head(self._decode_block(decoder_input_ids, self._cross_kv(self.encode(input_ids, mask)), mask)[0])
 
 
 def build(config, tensors, source):

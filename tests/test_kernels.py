@@ -74,6 +74,41 @@ def test_dense_matches_numpy_for_few_and_many_rows(shape):
     np.testing.assert_allclose(open_rows(x), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_stack_traces_the_block_once_and_matches_an_unrolled_loop():
+    """Layers with the same argument structure share one trace, inside a while loop too, and
+    give what calling the block layer by layer gives; a python value per layer retraces."""
+    rng = np.random.RandomState(0)
+    weights = [{"k": tf.Variable(rng.randn(8, 8).astype(np.float32)), "b": rng.randn(8).astype(np.float32)}
+               for _ in range(3)]
+    x = rng.randn(2, 8).astype(np.float32)
+    traces = []
+
+    def block(x, w, scale):
+        traces.append(scale)
+        h = layers.dense(x, w["k"], w["b"]) * scale
+        return x + tf.tanh(h), tf.reduce_sum(h)
+
+    def stacked(x, scales):
+        return layers.stack(block, x, [(w, s) for w, s in zip(weights, scales)])
+
+    def looped(x):  # the same layers inside a one-iteration while loop, as a decode step
+        return tf.while_loop(lambda i, x: i < 1, lambda i, x: (i + 1, stacked(x, [0.5] * 3)[0]), (0, x))[1]
+
+    expected, sums = tf.constant(x), []
+    for w in weights:
+        expected, total = block(expected, w, 0.5)
+        sums.append(total.numpy())
+    traces.clear()
+    out, outputs = tf.function(lambda x: stacked(x, [0.5] * 3), jit_compile=True)(x)
+    assert traces == [0.5]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose([o.numpy() for o in outputs], sums, rtol=1e-5)
+    np.testing.assert_allclose(tf.function(looped, jit_compile=True)(x), expected, rtol=1e-5, atol=1e-5)
+    traces.clear()
+    tf.function(lambda x: stacked(x, [1.0, 1.0, 2.0]))(x)
+    assert traces == [1.0, 2.0]
+
+
 def test_causal_allowed_respects_padding_and_future():
     allowed = attention.causal_allowed(tf.constant([[0, 1, 1]]), 3).numpy()
     np.testing.assert_array_equal(allowed[0], [[False, False, False], [False, True, False], [False, True, True]])
