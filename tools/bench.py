@@ -96,12 +96,17 @@ def measure_bandwidth(reps=10):
     vector = tf.ones([1024])
     matvec = tf.function(lambda v: tf.linalg.matvec(matrix, v), jit_compile=True)
     matvec(vector).numpy()
+    return matrix.shape.num_elements() * 4 / best_seconds(lambda: matvec(vector).numpy(), reps)
+
+
+def best_seconds(call, reps):
+    """The shortest of `reps` timed calls of call(), in seconds (a shared machine only slows down)."""
     best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
-        matvec(vector).numpy()
-        best = min(best, time.perf_counter() - t)
-    return matrix.shape.num_elements() * 4 / best
+        start = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def bytes_per_step(gen, batch, prompt, new, group):
@@ -128,12 +133,7 @@ def time_xlagen(gen, batch, prompt, new, options, reps):
     start = time.perf_counter()
     gen.generate(ids, **kwargs)
     first = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        gen.generate(ids, **kwargs)
-        best = min(best, time.perf_counter() - start)
-    return first, best
+    return first, best_seconds(lambda: gen.generate(ids, **kwargs), reps)
 
 
 def time_peer(python, peer, family, scenario, checkpoint, reps):
