@@ -109,6 +109,14 @@ def best_seconds(call, reps):
     return best
 
 
+def first_and_best(call, reps):
+    """(seconds of the first call of call(): tracing and compiling included, best_seconds of
+    `reps` more); the timing of xlagen here and of each peer in tools/bench_peers.py."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start, best_seconds(call, reps)
+
+
 def bytes_per_step(gen, batch, prompt, new, group):
     """Bytes a decode step must read: the weights it uses once, plus the average KV cache."""
     model, family = gen.model, gen.config.model_type
@@ -130,10 +138,7 @@ def bytes_per_step(gen, batch, prompt, new, group):
 def time_xlagen(gen, batch, prompt, new, options, reps):
     ids = np.random.RandomState(0).randint(0, min(gen.vocab_size, 50000), size=(batch, prompt)).astype("int32")
     kwargs = dict(max_new_tokens=new, min_new_tokens=new, seed=(1, 2), **options)
-    start = time.perf_counter()
-    gen.generate(ids, **kwargs)
-    first = time.perf_counter() - start
-    return first, best_seconds(lambda: gen.generate(ids, **kwargs), reps)
+    return first_and_best(lambda: gen.generate(ids, **kwargs), reps)
 
 
 def time_peer(python, peer, family, scenario, checkpoint, reps):

@@ -27,10 +27,11 @@ import json
 import os
 import shutil
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
+
+from bench import first_and_best  # noqa: E402  (tools/bench.py)
 
 # name: batch B, prompt length P (encoder length for t5), new tokens N, generate options.
 SCENARIOS = {
@@ -57,18 +58,6 @@ class Skipped(Exception):
 
 def log(*args):
     print(*args, file=sys.stderr, flush=True)
-
-
-def timeit(call, reps):
-    start = time.perf_counter()
-    call()
-    first = time.perf_counter() - start
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        call()
-        best = min(best, time.perf_counter() - start)
-    return first, best
 
 
 def pad_id(config):
@@ -208,7 +197,7 @@ def main():
         ids = np.random.RandomState(0).randint(0, min(vocab, 50000), size=(B, P)).astype("int32")
         mask = np.ones_like(ids)
         call = PEERS[args.peer](args.family, args.checkpoint, ids, mask, N, kw)
-        first, best = timeit(call, max(1, args.reps))
+        first, best = first_and_best(call, max(1, args.reps))
     except Skipped as e:
         return emit(skipped=str(e))
     except Exception as e:  # the caller shows "—" for a failed peer
