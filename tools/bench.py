@@ -2,7 +2,7 @@
 
     pip install -e ".[bench]"          # the peers: transformers 4.x (TF and PyTorch), keras-hub
     python tools/bench.py              # every row, every peer installed; ~30 min on 2 cores
-    python tools/bench.py --rows greedy beam4 --peers hf_tf_xla --reps 3
+    python tools/bench.py --rows greedy beam4 --peers hf_tf_xla --reps 3 --rounds 3
 
 Writes BENCHMARKS.md (the table) and BENCHMARKS.json (every number, the machine, the versions).
 
@@ -10,7 +10,11 @@ Each row times a whole generate call with exactly N new tokens (min_new_tokens =
 call (tracing + compile + one run, "first s") and the best of --reps further calls, divided by N
 ("ms/step", prefill included, as ../shared/bench/peers.py measures). xlagen runs in this
 process; each peer runs in its own subprocess (tools/bench_peers.py), one at a time, right after
-xlagen's run of the same row, so that both see the same machine state.
+xlagen's run of the same row, so that both see the same machine state. With --rounds R, each
+row runs R times in turn (xlagen, then each peer) and each side keeps its best ms/step: a
+shared machine drifts by tens of percent over minutes, and alternating rounds give both sides
+the same chances. First-call seconds come from the first round (later rounds of xlagen reuse
+the compiled program; each peer compiles anew every round, and its shortest first call counts).
 
 The floor of a row is the time to read, once per step, every weight the decode step uses plus
 the KV cache, at the memory bandwidth this tool measures (a jit-compiled matrix-vector product
@@ -155,6 +159,18 @@ def time_peer(python, peer, family, scenario, checkpoint, reps):
     return json.loads(lines[-1])
 
 
+def best_of(kept, result):
+    """The better of two results of one peer on one row: the shorter ms/step and first call; an
+    error only if neither round succeeded."""
+    if kept is None or "ms_per_step" not in kept:
+        return result
+    if "ms_per_step" not in result:
+        return kept
+    best = dict(min(kept, result, key=lambda r: r["ms_per_step"]))
+    best["first_s"] = min(kept["first_s"], result["first_s"])
+    return best
+
+
 def peers_available(python):
     check = "import transformers, torch, keras_hub, tf_keras"
     return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
@@ -210,6 +226,7 @@ def main(argv=None):
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=list(PEERS))
     parser.add_argument("--peers-python", default=sys.executable, help="interpreter with the peers installed")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1, help="times each row runs, xlagen and peers in turn")
     parser.add_argument("--cache", default="/tmp/xlagen-bench", help="where the random checkpoints are written")
     parser.add_argument("--out", default=os.path.dirname(HERE), help="folder for BENCHMARKS.md and BENCHMARKS.json")
     args = parser.parse_args(argv)
@@ -227,17 +244,22 @@ def main(argv=None):
         if family not in generators:
             generators[family] = load(checkpoint, memory_limit=2**40)
         gen = generators[family]
-        first, best = time_xlagen(gen, batch, prompt, new, options, args.reps)
         group = options.get("num_beams", 1)
-        bandwidth = max(bandwidth, measure_bandwidth())
         row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=options,
-                   first_s=first, best_s=best, ms_per_step=best / new * 1000,
                    bytes_per_step=bytes_per_step(gen, batch, prompt, new, group), peers={})
-        print(f"{name}: xlagen {row['ms_per_step']:.1f} ms/step, first {first:.1f} s, "
-              f"{row['bytes_per_step'] / 1e6:.0f} MB per step", flush=True)
-        for peer in peers:
-            row["peers"][peer] = time_peer(args.peers_python, peer, family, scenario, checkpoint, args.reps)
-            print(f"  {peer}: {json.dumps(row['peers'][peer])}", flush=True)
+        for round_ in range(args.rounds):
+            first, best = time_xlagen(gen, batch, prompt, new, options, args.reps)
+            if round_ == 0:
+                row["first_s"] = first
+            row["best_s"] = min(best, row.get("best_s", best))
+            row["ms_per_step"] = row["best_s"] / new * 1000
+            bandwidth = max(bandwidth, measure_bandwidth())
+            print(f"{name} (round {round_ + 1}): xlagen {best / new * 1000:.1f} ms/step, first {row['first_s']:.1f} s, "
+                  f"{row['bytes_per_step'] / 1e6:.0f} MB per step", flush=True)
+            for peer in peers:
+                result = time_peer(args.peers_python, peer, family, scenario, checkpoint, args.reps)
+                print(f"  {peer}: {json.dumps(result)}", flush=True)
+                row["peers"][peer] = best_of(row["peers"].get(peer), result)
         results[name] = row
 
     for row in results.values():
@@ -249,7 +271,8 @@ def main(argv=None):
                    tensorflow=tf.__version__, date=time.strftime("%Y-%m-%d"))
     text = ["# Benchmarks", "", f"`python tools/bench.py` on {machine['cores']} cores, measured read bandwidth "
             f"{machine['bandwidth_gb_s']} GB/s, TensorFlow {machine['tensorflow']}, {machine['date']}. "
-            f"ms per decode step (whole generate call / new tokens, best of {args.reps}), fp32, random weights "
+            f"ms per decode step (whole generate call / new tokens, best of {args.reps} calls in each of "
+            f"{args.rounds} alternating round(s)), fp32, random weights "
             "shaped like gpt2, opt-125m and t5-small. Ratios are xlagen / peer (below 1: xlagen is faster). "
             "The floor reads every weight of a step once plus the KV cache at the measured bandwidth.", ""]
     text += lines + ["", "Targets (issue 7):", ""] + verdicts + [""]
