@@ -18,8 +18,11 @@ the compiled program; each peer compiles anew every round, and its shortest firs
 
 The floor of a row is the time to read, once per step, every weight the decode step uses plus
 the KV cache, at the memory bandwidth this tool measures (a jit-compiled matrix-vector product
-over 512 MB, before every row; the best of them counts, since a shared machine's bandwidth
-varies): no fp32 decoder can step faster on this machine. "% floor" = floor / measured.
+over 512 MB, best of 10, right before and right after each round of xlagen's timing of the row;
+the best of them counts): no fp32 decoder can step faster on this machine at that time.
+"% floor" = floor / measured. The bandwidth is measured per row because a shared machine's
+drifts (25-40 GB/s here within one run), and a row's time is only comparable with the
+bandwidth of the same minutes.
 Weights: random, Hub layout, shaped like gpt2 (124M), facebook/opt-125m and t5-small; written
 once under --cache.
 """
@@ -93,14 +96,15 @@ def write_checkpoint(family, folder):
     return folder
 
 
-def measure_bandwidth(reps=10):
-    """Read bandwidth in bytes/s: best of `reps` jit-compiled matrix-vector products over 512 MB."""
+def bandwidth_meter(reps=10):
+    """A function () -> read bandwidth in bytes/s: the best of `reps` jit-compiled
+    matrix-vector products over one 512 MB matrix (allocated and compiled once, here)."""
     import tensorflow as tf
     matrix = tf.Variable(tf.random.normal([128 * 1024, 1024]))
     vector = tf.ones([1024])
     matvec = tf.function(lambda v: tf.linalg.matvec(matrix, v), jit_compile=True)
     matvec(vector).numpy()
-    return matrix.shape.num_elements() * 4 / best_seconds(lambda: matvec(vector).numpy(), reps)
+    return lambda: matrix.shape.num_elements() * 4 / best_seconds(lambda: matvec(vector).numpy(), reps)
 
 
 def best_seconds(call, reps):
@@ -184,7 +188,7 @@ def table(results, peers):
     """BENCHMARKS.md's text from the results."""
     head = ["row", "B", "prompt+new", "xlagen ms/step", "first s"]
     head += [f"{PEER_NAMES[p]} ms/step (first s)" for p in peers]
-    head += [f"ratio to {PEER_NAMES[p]}" for p in peers] + ["floor ms", "% of floor", "target"]
+    head += [f"ratio to {PEER_NAMES[p]}" for p in peers] + ["floor ms (bandwidth)", "% of floor", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     verdicts = []
     for name, r in results.items():
@@ -196,7 +200,7 @@ def table(results, peers):
             cells.append(f"{_fmt(ms)} ({_fmt(peer.get('first_s'))})" if ms else "—")
             ratios[p] = r["ms_per_step"] / ms if ms else None
         cells += [_fmt(ratios[p], 2) for p in peers]
-        cells += [_fmt(r["floor_ms"]), f"{100 * r['floor_ms'] / r['ms_per_step']:.0f}%"]
+        cells += [f"{_fmt(r['floor_ms'])} ({r['bandwidth'] / 1e9:.0f} GB/s)", f"{100 * r['floor_ms'] / r['ms_per_step']:.0f}%"]
         target = TARGETS.get(name)
         tf_ratio = ratios.get("hf_tf_xla")
         if target is not None and tf_ratio is not None:
@@ -236,7 +240,7 @@ def main(argv=None):
     if peers and not peers_available(args.peers_python):
         print(f"peers not installed for {args.peers_python} (pip install -e '.[bench]'): xlagen only", file=sys.stderr)
         peers = []
-    bandwidth = measure_bandwidth()
+    measure_bandwidth = bandwidth_meter()
     generators, results = {}, {}
     for name in args.rows:
         family, scenario, batch, prompt, new, options = ROWS[name]
@@ -248,12 +252,14 @@ def main(argv=None):
         row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=options,
                    bytes_per_step=bytes_per_step(gen, batch, prompt, new, group), peers={})
         for round_ in range(args.rounds):
+            before = measure_bandwidth()
             first, best = time_xlagen(gen, batch, prompt, new, options, args.reps)
+            row["bandwidth"] = max(row.get("bandwidth", 0), before, measure_bandwidth())
             if round_ == 0:
                 row["first_s"] = first
             row["best_s"] = min(best, row.get("best_s", best))
             row["ms_per_step"] = row["best_s"] / new * 1000
-            bandwidth = max(bandwidth, measure_bandwidth())
+            row["floor_ms"] = row["bytes_per_step"] / row["bandwidth"] * 1000
             print(f"{name} (round {round_ + 1}): xlagen {best / new * 1000:.1f} ms/step, first {row['first_s']:.1f} s, "
                   f"{row['bytes_per_step'] / 1e6:.0f} MB per step", flush=True)
             for peer in peers:
@@ -262,19 +268,20 @@ def main(argv=None):
                 row["peers"][peer] = best_of(row["peers"].get(peer), result)
         results[name] = row
 
-    for row in results.values():
-        row["floor_ms"] = row["bytes_per_step"] / bandwidth * 1000
     lines, verdicts = table(results, peers)
+    rates = [row["bandwidth"] / 1e9 for row in results.values()]
     import tensorflow as tf
     machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                   bandwidth_gb_s=round(bandwidth / 1e9, 2), python=platform.python_version(),
+                   bandwidth_gb_s=[round(min(rates), 2), round(max(rates), 2)], python=platform.python_version(),
                    tensorflow=tf.__version__, date=time.strftime("%Y-%m-%d"))
-    text = ["# Benchmarks", "", f"`python tools/bench.py` on {machine['cores']} cores, measured read bandwidth "
-            f"{machine['bandwidth_gb_s']} GB/s, TensorFlow {machine['tensorflow']}, {machine['date']}. "
+    text = ["# Benchmarks", "", f"`python tools/bench.py --rounds {args.rounds}` on {machine['cores']} cores, "
+            f"measured read bandwidth {min(rates):.1f}-{max(rates):.1f} GB/s, TensorFlow {machine['tensorflow']}, "
+            f"{machine['date']}. "
             f"ms per decode step (whole generate call / new tokens, best of {args.reps} calls in each of "
             f"{args.rounds} alternating round(s)), fp32, random weights "
             "shaped like gpt2, opt-125m and t5-small. Ratios are xlagen / peer (below 1: xlagen is faster). "
-            "The floor reads every weight of a step once plus the KV cache at the measured bandwidth.", ""]
+            "The floor reads every weight of a step once plus the KV cache at the bandwidth measured "
+            "around the row's own timing.", ""]
     text += lines + ["", "Targets (issue 7):", ""] + verdicts + [""]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "BENCHMARKS.md"), "w") as f:
