@@ -21,7 +21,7 @@ the KV cache, at the memory bandwidth this tool measures (a jit-compiled matrix-
 over 512 MB, best of 10, right before and right after each round of xlagen's timing of the row;
 the best of them counts): no fp32 decoder can step faster on this machine at that time.
 "% floor" = floor / measured. The bandwidth is measured per row because a shared machine's
-drifts (25-40 GB/s here within one run), and a row's time is only comparable with the
+drifts (30-45 GB/s here within one run), and a row's time is only comparable with the
 bandwidth of the same minutes.
 Weights: random, Hub layout, shaped like gpt2 (124M), facebook/opt-125m and t5-small; written
 once under --cache.
@@ -234,6 +234,8 @@ def main(argv=None):
     parser.add_argument("--cache", default="/tmp/xlagen-bench", help="where the random checkpoints are written")
     parser.add_argument("--out", default=os.path.dirname(HERE), help="folder for BENCHMARKS.md and BENCHMARKS.json")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.reps < 1:
+        parser.error("--rounds and --reps must be at least 1")
 
     from xlagen.engine import load
     peers = args.peers
@@ -255,7 +257,7 @@ def main(argv=None):
             before = measure_bandwidth()
             first, best = time_xlagen(gen, batch, prompt, new, options, args.reps)
             row["bandwidth"] = max(row.get("bandwidth", 0), before, measure_bandwidth())
-            if round_ == 0:
+            if round_ == 0:  # later rounds reuse the compiled program (peers: best_of)
                 row["first_s"] = first
             row["best_s"] = min(best, row.get("best_s", best))
             row["ms_per_step"] = row["best_s"] / new * 1000

@@ -1,10 +1,10 @@
 """How fast XLA:CPU streams a weight matrix through a few-row product, by matrix size.
 
-    python tools/bench_gemv.py [--rows 1] [--reps 20]
+    python tools/bench_gemv.py [--batch 1] [--reps 20]
 
 A greedy decode step is a chain of one-row products (x @ W^T through kernels.layers.dense),
 so its speed is bounded by the bandwidth these products reach; a beam-4 step's products have
-4 rows (--rows 4: XLA:CPU runs them as Eigen calls instead of its matrix-vector kernel). Each
+4 rows (--batch 4: XLA:CPU runs them as Eigen calls instead of its matrix-vector kernel). Each
 size runs as one jit-compiled program of several independent products over distinct matrices
 (so no matrix is still in cache), best of --reps calls, and prints ms per product and GB/s of
 weights read.
@@ -41,12 +41,12 @@ def time_products(rows, count, reps, x_rows=1):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=1, help="rows of x: 1 for greedy, 4 for 4 beams")
+    parser.add_argument("--batch", type=int, default=1, help="rows of x: 1 for greedy, 4 for 4 beams")
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args(argv)
     for rows, count in SIZES:
-        seconds, rate = time_products(rows, count, args.reps, args.rows)
-        print(f"{args.rows} x [{rows:5d}, 768] x {count:2d}: {seconds * 1e3:6.3f} ms per product, {rate:5.1f} GB/s")
+        seconds, rate = time_products(rows, count, args.reps, args.batch)
+        print(f"{args.batch} x [{rows:5d}, 768] x {count:2d}: {seconds * 1e3:6.3f} ms per product, {rate:5.1f} GB/s")
 
 
 if __name__ == "__main__":
