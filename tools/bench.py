@@ -260,14 +260,14 @@ def main(argv=None):
             if round_ == 0:  # later rounds reuse the compiled program (peers: best_of)
                 row["first_s"] = first
             row["best_s"] = min(best, row.get("best_s", best))
-            row["ms_per_step"] = row["best_s"] / new * 1000
-            row["floor_ms"] = row["bytes_per_step"] / row["bandwidth"] * 1000
             print(f"{name} (round {round_ + 1}): xlagen {best / new * 1000:.1f} ms/step, first {row['first_s']:.1f} s, "
                   f"{row['bytes_per_step'] / 1e6:.0f} MB per step", flush=True)
             for peer in peers:
                 result = time_peer(args.peers_python, peer, family, scenario, checkpoint, args.reps)
                 print(f"  {peer}: {json.dumps(result)}", flush=True)
                 row["peers"][peer] = best_of(row["peers"].get(peer), result)
+        row["ms_per_step"] = row["best_s"] / new * 1000
+        row["floor_ms"] = row["bytes_per_step"] / row["bandwidth"] * 1000
         results[name] = row
 
     lines, verdicts = table(results, peers)
