@@ -25,6 +25,7 @@ def _add_options(parser):
 
 
 def _options(args):
+    """The generation options given on the command line (export also has --output-scores)."""
     names = ["max_new_tokens", "do_sample", "output_scores"] + [f.replace("-", "_") for f, _ in OPTIONS]
     return {n: getattr(args, n, None) for n in names if getattr(args, n, None) is not None}
 

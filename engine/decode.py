@@ -1,11 +1,12 @@
 """Decode loops: pure functions over an explicit loop state, traced into one XLA program.
 
-A loop never looks inside the model: it calls `model.prefill` once, then `model.step`
-per token (and `model.reorder` when beams swap), threading the model's state through a
-`tf.while_loop` whose shapes never change. See models/base.py for that interface.
+A loop never looks inside the model, nor asks what kind it is: it calls `model.prefill`
+once, then `model.step` per token (and `model.reorder` when beams swap), threading the
+model's state through a `tf.while_loop` whose shapes never change. See models/base.py for
+that interface.
 
-Shapes: B prompts, G rows per prompt (samples or beams), P prompt slots (the bucket),
-N new tokens, V vocabulary.
+Shapes: B prompts, G rows per prompt (samples or beams), S prefix slots (the prompt bucket,
+or 1 for an encoder-decoder's start token), N new tokens, V vocabulary, E EOS slots.
 """
 from typing import NamedTuple
 
@@ -14,14 +15,14 @@ import tensorflow as tf
 from xlagen.kernels import cache, processors, sampling, search
 from xlagen.kernels.shapes import dim
 
-# transformers' stand-in for "impossible" in beam search: finite, so sums stay ordered.
-_NEVER = -1.0e9
+# transformers' stand-in for an impossible score in beam search: finite, so sums stay ordered.
+_IMPOSSIBLE = -1.0e9
 
 
 class Knobs(NamedTuple):
     """Numeric options, passed as tensors so that changing them never recompiles.
 
-    eos_ids: [E] int32, padded with kernels.search.NO_TOKEN.
+    eos_ids: [E] int32, padded with kernels.search.NO_TOKEN (E: a multiple of EOS_SLOTS).
     pad_id: scalar int32, written after a row's EOS.
     min_new_tokens: scalar int32, EOS is suppressed before this many new tokens.
     repetition_penalty: scalar float32, 1.0 is off.
@@ -29,6 +30,7 @@ class Knobs(NamedTuple):
     top_p: scalar float64 in (0, 1], 1.0 is off.   min_p: scalar float32, 0.0 is off.
     seed: [2] int32, the stateless RNG seed of the call.
     length_penalty: scalar float64, beam scores are divided by length ** length_penalty.
+    early_stopping: scalar int32, beam search's stopping rule: EARLY_STOPPING[True | False | "never"].
     decoder_start_id: scalar int32, the first decoder token of encoder-decoders.
     """
     eos_ids: tf.Tensor
@@ -41,7 +43,41 @@ class Knobs(NamedTuple):
     min_p: tf.Tensor
     seed: tf.Tensor
     length_penalty: tf.Tensor
+    early_stopping: tf.Tensor
     decoder_start_id: tf.Tensor
+
+
+# Each knob's dtype, and its shape when it is not a scalar (the EOS vector's length is the
+# program's Strategy.eos_slots).
+KNOB_DTYPES = Knobs(eos_ids=tf.int32, pad_id=tf.int32, min_new_tokens=tf.int32, repetition_penalty=tf.float32,
+                    temperature=tf.float32, top_k=tf.int32, top_p=tf.float64, min_p=tf.float32, seed=tf.int32,
+                    length_penalty=tf.float64, early_stopping=tf.int32, decoder_start_id=tf.int32)
+EARLY_STOPPING = {False: 0, True: 1, "never": 2}
+# EOS id vectors are padded with NO_TOKEN to a multiple of this: up to 8 EOS ids share a program.
+EOS_SLOTS = 8
+
+
+def knob_specs(eos_slots):
+    """The Knobs of a program as TensorSpecs, built from the Knobs fields themselves."""
+    shapes = {"eos_ids": [eos_slots], "seed": [2]}
+    return Knobs(*(tf.TensorSpec(shapes.get(name, []), dtype, name=name)
+                   for name, dtype in zip(Knobs._fields, KNOB_DTYPES)))
+
+
+def eos_slots(eos_ids):
+    """The padded length E of an EOS id list: the next multiple of EOS_SLOTS (at least one)."""
+    return EOS_SLOTS * max(1, -(-len(eos_ids) // EOS_SLOTS))
+
+
+def knob_tensors(opts):
+    """The numeric options of a call (engine.options.Options) as a Knobs of tensors."""
+    eos = list(opts.eos_token_ids)
+    eos += [search.NO_TOKEN] * (eos_slots(eos) - len(eos))
+    values = Knobs(eos_ids=eos, pad_id=opts.pad_token_id, min_new_tokens=opts.min_new_tokens,
+                   repetition_penalty=opts.repetition_penalty, temperature=opts.temperature, top_k=opts.top_k,
+                   top_p=opts.top_p, min_p=opts.min_p, seed=list(opts.seed), length_penalty=opts.length_penalty,
+                   early_stopping=EARLY_STOPPING[opts.early_stopping], decoder_start_id=opts.decoder_start_token_id)
+    return Knobs(*(tf.constant(v, dtype) for v, dtype in zip(values, KNOB_DTYPES)))
 
 
 class Strategy(NamedTuple):
@@ -51,59 +87,33 @@ class Strategy(NamedTuple):
     group: G, rows decoded per prompt (num_return_sequences when sampling, num_beams in beam search).
     returns: sequences returned per prompt (num_return_sequences).
     no_repeat_ngram_size: python int, 0 is off.
-    beams_to_keep: beam candidates kept per step, (1 + number of EOS ids) * num_beams as transformers.
-    early_stopping: True, False or "never" (beam search).
+    eos_slots: E, the length of the padded EOS id vector (a multiple of EOS_SLOTS).
+    output_scores: python bool, also return per-step and transition scores.
     """
     kind: str = "greedy"
     group: int = 1
     returns: int = 1
     no_repeat_ngram_size: int = 0
-    beams_to_keep: int = 0
-    early_stopping: object = False
-
-
-# Must follow the field order of Knobs.
-KNOB_SPECS = [tf.TensorSpec([None], tf.int32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-              tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
-              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32),
-              tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int32)]
-EOS_SLOTS = 8  # EOS id vectors are padded with NO_TOKEN to a multiple of this: fewer programs
-
-
-def knob_tensors(opts):
-    """The numeric options of a call (engine.options.Options) as tensors, in Knobs order."""
-    eos = list(opts.eos_token_ids)
-    eos += [search.NO_TOKEN] * (EOS_SLOTS * max(1, -(-len(eos) // EOS_SLOTS)) - len(eos))
-    values = [eos, opts.pad_token_id, opts.min_new_tokens, opts.repetition_penalty, opts.temperature,
-              opts.top_k, opts.top_p, opts.min_p, list(opts.seed), opts.length_penalty, opts.decoder_start_token_id]
-    return [tf.constant(v, spec.dtype) for v, spec in zip(values, KNOB_SPECS)]
+    eos_slots: int = EOS_SLOTS
+    output_scores: bool = False
 
 
 def strategy_for(opts):
     """The static part of a call's options (engine.options.Options) as a Strategy."""
-    if opts.num_beams > 1:
-        keep = max(2, 1 + len(opts.eos_token_ids)) * opts.num_beams  # as transformers' beam search
-        return Strategy("beam", opts.num_beams, opts.num_return_sequences, opts.no_repeat_ngram_size, keep,
-                        opts.early_stopping)
-    return Strategy("sample" if opts.do_sample else "greedy", opts.num_return_sequences,
-                    opts.num_return_sequences, opts.no_repeat_ngram_size)
-
-
-class Output(NamedTuple):
-    """tokens [B*R, N] int32 (pad_id after EOS); scores [B*R, N] float32, each token's processed
-    log-probability (0 after EOS); sequence_scores [B*R] float32 (beam search: the final,
-    length-penalised score; otherwise the sum of scores); sequences [B*R, S + N] int32 for
-    decoder-only models (input_ids, then tokens) or [B*R, 1 + N] for encoder-decoders (the
-    decoder start token, then tokens)."""
-    tokens: tf.Tensor
-    scores: tf.Tensor
-    sequence_scores: tf.Tensor
-    sequences: tf.Tensor = None
+    kind = "beam" if opts.num_beams > 1 else "sample" if opts.do_sample else "greedy"
+    group = opts.num_beams if kind == "beam" else opts.num_return_sequences
+    return Strategy(kind, group, opts.num_return_sequences, opts.no_repeat_ngram_size,
+                    eos_slots(opts.eos_token_ids), opts.output_scores)
 
 
 def process(logits, history, length, step, knobs, strategy):
     """transformers' logits processors, in its order: repetition penalty, no-repeat n-gram,
-    min new tokens. logits [R, V] float32, history [R, S] int32 -> [R, V] float32."""
+    min new tokens. logits [R, V] float32, history [R, S] int32 -> [R, V] float32.
+
+    The value-controlled ones run even when their value turns them off: together they cost
+    under 0.5 ms of a 21-31 ms GPT-2 step, and skipping them under tf.cond made a step with
+    4 samples per prompt 20% slower (34.7 -> 41.6 ms), XLA:CPU running the conditional's
+    [R, V] branches apart from the fused work around them."""
     logits = processors.repetition_penalty(logits, history, knobs.repetition_penalty)
     if strategy.no_repeat_ngram_size:
         logits = processors.no_repeat_ngram(logits, history, length, strategy.no_repeat_ngram_size)
@@ -128,11 +138,16 @@ def _grouped(x, group):
     return tf.reshape(x, [-1, group] + x.shape[1:].as_list())
 
 
-def _prompt_history(input_ids, group, max_new_tokens):
-    """[B, P] prompt ids -> [B, G, P + N] histories with the new slots empty (NO_TOKEN)."""
-    b, p = dim(input_ids, 0), input_ids.shape[1]
+def _prompt_history(prefix, group, max_new_tokens):
+    """[B, S] prefix ids -> [B, G, S + N] histories with the new slots empty (NO_TOKEN)."""
+    b, s = dim(prefix, 0), prefix.shape[1]
     future = tf.fill([b, max_new_tokens], search.NO_TOKEN)
-    return tf.broadcast_to(tf.concat([input_ids, future], 1)[:, None], [b, group, p + max_new_tokens])
+    return tf.broadcast_to(tf.concat([prefix, future], 1)[:, None], [b, group, s + max_new_tokens])
+
+
+def _score_buffer(rows, vocab, max_new_tokens, strategy):
+    """The [N, R, V] per-step scores, or an empty placeholder without output_scores."""
+    return tf.zeros([max_new_tokens, rows, vocab] if strategy.output_scores else [0])
 
 
 def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
@@ -147,43 +162,52 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
       knobs: Knobs.  strategy: Strategy.
       B may be unknown (None) at trace time; every other size is static.
     Returns:
-      Output.
+      {"sequences": [B*R, S' + N] int32}: the model's prefix (the prompt as given, or the
+      decoder start token: S' = 1), then the new tokens, pad_id after EOS; R returns per prompt.
+      With strategy.output_scores also (transformers' meanings):
+        "scores": [N, rows, V] float32, the processed (and warped) scores of each step, rows
+          B*R (greedy, sampling) or B*G (beam search: the beams as they stood at that step);
+          steps the loop did not run hold 0;
+        "transition_scores": [B*R, N] float32, each chosen token's entry of the step's scores
+          (beam search: along the returned beam's own path, 0 after its end);
+        "steps": scalar int32, the steps the loop ran;
+        "sequences_scores": [B*R] float32, beam search only: the length-penalised score.
     """
-    embed_ids = tf.where(attention_mask == 1, input_ids, 0)
-    if model.config.is_encoder_decoder:
-        history = tf.fill([dim(input_ids, 0), 1], knobs.decoder_start_id)
-        logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group,
-                                            decoder_input_ids=history)
-    else:
-        # The processors see what transformers' do: the prompt as given, valid padding ids included.
-        valid = tf.logical_and(input_ids >= 0, input_ids < model.vocab_size)
-        history = tf.where(valid, input_ids, search.NO_TOKEN)
-        logits, model_state = model.prefill(embed_ids, attention_mask, max_new_tokens, strategy.group)
+    logits, model_state, prefix = model.prefill(input_ids, attention_mask, knobs.decoder_start_id,
+                                                max_new_tokens, strategy.group)
+    # The processors see what transformers' do: the prefix as given, valid padding ids included.
+    valid = tf.logical_and(prefix >= 0, prefix < logits.shape[-1])
+    history = tf.where(valid, prefix, search.NO_TOKEN)
     loop = beam_search if strategy.kind == "beam" else sample_or_greedy
-    out = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
-    prefix = history if model.config.is_encoder_decoder else input_ids
-    return out._replace(sequences=tf.concat([tf.repeat(prefix, strategy.returns, axis=0), out.tokens], axis=1))
+    tokens, extra = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
+    out = {"sequences": tf.concat([tf.repeat(prefix, strategy.returns, axis=0), tokens], axis=1)}
+    if strategy.output_scores:
+        out.update(extra)
+    return out
 
 
 class RowState(NamedTuple):
     """The greedy / sampling loop state.
 
     step: scalar int32, new tokens chosen so far.
-    history: [B*G, P + N] int32, prompt then chosen tokens; NO_TOKEN where there is none.
-    finished: [B*G] bool, the row has emitted an EOS.
-    scores: [B*G, N] float32, log-probability of each chosen token under the processed distribution.
+    history: [B*G, S + N] int32, prefix then chosen tokens; NO_TOKEN where there is none.
+    done: [B*G] bool, the row has emitted an EOS.
+    transition: [B*G, N] float32, each chosen token's processed score (with output_scores).
+    scores: [N, B*G, V] float32, each step's processed scores (with output_scores; else [0]).
     model: the model's decoding state.
     """
     step: tf.Tensor
     history: tf.Tensor
-    finished: tf.Tensor
+    done: tf.Tensor
+    transition: tf.Tensor
     scores: tf.Tensor
     model: dict
 
 
 def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs, strategy):
-    """Greedy decoding (argmax) or sampling, G independent rows per prompt. See generate."""
-    batch, prompt_len = dim(history, 0), history.shape[1]
+    """Greedy decoding (argmax) or sampling, G independent rows per prompt. See generate.
+    Returns (tokens [B*G, N] int32, {"scores", "transition_scores", "steps"})."""
+    batch, prompt_len, vocab = dim(history, 0), history.shape[1], logits.shape[-1]
     group = strategy.group
 
     def choose(logits, state):
@@ -194,20 +218,23 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
             token = sampling.sample(scores, tf.random.experimental.stateless_fold_in(knobs.seed, state.step))
         else:
             token = tf.argmax(scores, axis=-1, output_type=tf.int32)
-        logprob = tf.where(state.finished, 0.0, tf.gather(tf.nn.log_softmax(scores), token, batch_dims=1))
-        token, finished = search.finish(token, state.finished, knobs.eos_ids, knobs.pad_id)
-        return state._replace(
-            step=state.step + 1, finished=finished,
-            history=cache.write_columns(state.history, token[:, None], length),
-            scores=cache.write_columns(state.scores, logprob[:, None], state.step)), token
+        token, done = search.finish(token, state.done, knobs.eos_ids, knobs.pad_id)
+        if strategy.output_scores:  # transformers' compute_transition_scores: the emitted token's score
+            state = state._replace(
+                transition=cache.write_columns(state.transition, tf.gather(scores, token, batch_dims=1)[:, None],
+                                               state.step),
+                scores=cache.write_rows(state.scores, scores[None], state.step))
+        return state._replace(step=state.step + 1, done=done,
+                              history=cache.write_columns(state.history, token[:, None], length)), token
 
     rows = batch * group
     state = RowState(step=tf.constant(0), history=_flat(_prompt_history(history, group, max_new_tokens)),
-                     finished=tf.zeros([rows], tf.bool), scores=tf.zeros([rows, max_new_tokens]), model=model_state)
-    state, token = choose(_flat(tf.broadcast_to(logits[:, None], [batch, group, logits.shape[-1]])), state)
+                     done=tf.zeros([rows], tf.bool), transition=tf.zeros([rows, max_new_tokens]),
+                     scores=_score_buffer(rows, vocab, max_new_tokens, strategy), model=model_state)
+    state, token = choose(_flat(tf.broadcast_to(logits[:, None], [batch, group, vocab])), state)
 
     def cond(state, token):
-        return tf.logical_and(state.step < max_new_tokens, tf.logical_not(tf.reduce_all(state.finished)))
+        return tf.logical_and(state.step < max_new_tokens, tf.logical_not(tf.reduce_all(state.done)))
 
     def body(state, token):
         logits, model_state = model.step(_grouped(token, group), state.model)
@@ -216,32 +243,34 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
     state, _ = tf.while_loop(cond, body, (state, token), maximum_iterations=max_new_tokens)
     tokens = state.history[:, prompt_len:]
     tokens = tf.where(tokens == search.NO_TOKEN, knobs.pad_id, tokens)
-    return Output(tokens, state.scores, tf.reduce_sum(state.scores, axis=-1))
+    return tokens, {"scores": state.scores, "transition_scores": state.transition, "steps": state.step}
 
 
 class BeamState(NamedTuple):
     """The beam search loop state (transformers' vectorised beam search, B prompts, G beams).
 
     step: scalar int32, new tokens chosen so far.
-    running: [B, G, P + N] int32 histories of the live beams;  running_scores: [B, G] float32
+    running: [B, G, S + N] int32 histories of the live beams;  running_scores: [B, G] float32
       summed log-probabilities;  running_logprobs: [B, G, N] float32, per token.
-    finished: [B, G, P + N] int32 best finished hypotheses;  finished_scores: [B, G] float32
-      length-penalised scores (-1e9 for empty slots);  finished_logprobs: [B, G, N];
-      is_finished: [B, G] bool, the slot holds a hypothesis.
-    improvable: [B] bool, a live beam may still beat the worst finished hypothesis.
+    kept: [B, G, S + N] int32 best finished hypotheses;  kept_scores: [B, G] float32
+      length-penalised scores (-1e9 for empty slots);  kept_logprobs: [B, G, N];
+      is_kept: [B, G] bool, the slot holds a hypothesis.
+    improvable: [B] bool, a live beam may still beat the worst kept hypothesis.
     tokens: [B, G] int32, the live beams' last tokens (fed to the model next).
+    scores: [N, B*G, V] float32, each step's processed log-probabilities (with output_scores; else [0]).
     model: the model's decoding state.
     """
     step: tf.Tensor
     running: tf.Tensor
     running_scores: tf.Tensor
     running_logprobs: tf.Tensor
-    finished: tf.Tensor
-    finished_scores: tf.Tensor
-    finished_logprobs: tf.Tensor
-    is_finished: tf.Tensor
+    kept: tf.Tensor
+    kept_scores: tf.Tensor
+    kept_logprobs: tf.Tensor
+    is_kept: tf.Tensor
     improvable: tf.Tensor
     tokens: tf.Tensor
+    scores: tf.Tensor
     model: dict
 
 
@@ -252,14 +281,22 @@ def _length_factor(length, length_penalty):
 
 def beam_search(model, logits, model_state, history, max_new_tokens, knobs, strategy):
     """transformers' (PyTorch, 4.5x) beam search, vectorised over prompts and beams. See generate.
+    Returns (tokens [B*R, N] int32, {"scores", "transition_scores", "steps", "sequences_scores"}).
 
-    Each step keeps the top K = beams_to_keep continuations of all beams; the best G that did
-    not just end continue, and those among the top G that ended (EOS, or the last step) may
-    enter the finished set, scored as sum of log-probs / generated length ** length_penalty.
+    Each step keeps the top K continuations of all beams; the best G that did not just end
+    continue, and those among the top G that ended (EOS, or the last step) may enter the kept
+    set, scored as sum of log-probs / generated length ** length_penalty. transformers takes
+    K = (1 + number of EOS ids) * G, enough for G candidates that do not end; K here is
+    (1 + E) * G for the padded EOS vector's length E, which gives the same beams (the extra
+    candidates rank below them) and keeps K out of the program key within an EOS bucket.
     """
     batch, prompt_len = dim(history, 0), history.shape[1]
-    beams, keep, vocab = strategy.group, strategy.beams_to_keep, logits.shape[-1]
-    early_true = strategy.early_stopping is True
+    beams, vocab = strategy.group, logits.shape[-1]
+    keep = min((1 + strategy.eos_slots) * beams, beams * vocab)
+    early_true = tf.equal(knobs.early_stopping, EARLY_STOPPING[True])
+    # early_stopping="never" with a positive length penalty: a live beam is judged at its longest.
+    judge_at_max_length = tf.logical_and(tf.equal(knobs.early_stopping, EARLY_STOPPING["never"]),
+                                         knobs.length_penalty > 0)
     top_beams = tf.range(keep) < beams  # only the top G candidates may finish
 
     def gather(x, index):
@@ -267,8 +304,10 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
 
     def choose(logits, state):
         length = prompt_len + state.step
-        logprobs = tf.nn.log_softmax(_flat(logits))
-        logprobs = _grouped(process(logprobs, _flat(state.running), length, state.step, knobs, strategy), beams)
+        logprobs = process(tf.nn.log_softmax(_flat(logits)), _flat(state.running), length, state.step, knobs, strategy)
+        state = state._replace(scores=cache.write_rows(state.scores, logprobs[None], state.step)
+                               if strategy.output_scores else state.scores)
+        logprobs = _grouped(logprobs, beams)
         total = tf.reshape(logprobs + state.running_scores[:, :, None], [batch, beams * vocab])
         top_scores, top_index = tf.math.top_k(total, k=keep)
         parent, token = top_index // vocab, top_index % vocab  # [B, K]
@@ -280,44 +319,45 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
         ends = tf.logical_or(search.is_any_of(token, knobs.eos_ids), state.step + 1 >= max_new_tokens)
 
         # The live beams: the best G candidates that did not end.
-        live_scores = top_scores + tf.cast(ends, tf.float32) * _NEVER
+        live_scores = top_scores + tf.cast(ends, tf.float32) * _IMPOSSIBLE
         live_scores, live = tf.math.top_k(live_scores, k=beams)
 
-        # The finished set: merge the candidates that just ended among the top G.
+        # The kept set: merge the candidates that just ended among the top G.
         just = tf.logical_and(ends, top_beams[None, :])
         done_scores = top_scores / _length_factor(state.step + 1, knobs.length_penalty)
-        full = tf.logical_and(tf.reduce_all(state.is_finished, axis=-1, keepdims=True), early_true)
+        full = tf.logical_and(tf.reduce_all(state.is_kept, axis=-1, keepdims=True), early_true)
         blocked = tf.logical_or(full, tf.logical_not(state.improvable)[:, None])
-        done_scores += tf.cast(tf.logical_or(blocked, tf.logical_not(just)), tf.float32) * _NEVER
-        merged_scores, best = tf.math.top_k(tf.concat([state.finished_scores, done_scores], 1), k=beams)
+        done_scores += tf.cast(tf.logical_or(blocked, tf.logical_not(just)), tf.float32) * _IMPOSSIBLE
+        merged_scores, best = tf.math.top_k(tf.concat([state.kept_scores, done_scores], 1), k=beams)
         state = state._replace(
             step=state.step + 1,
             running=gather(candidates, live), running_scores=live_scores,
             running_logprobs=gather(candidate_logprobs, live), tokens=gather(token, live),
-            finished=gather(tf.concat([state.finished, candidates], 1), best), finished_scores=merged_scores,
-            finished_logprobs=gather(tf.concat([state.finished_logprobs, candidate_logprobs], 1), best),
-            is_finished=gather(tf.concat([state.is_finished, just], 1), best),
+            kept=gather(tf.concat([state.kept, candidates], 1), best), kept_scores=merged_scores,
+            kept_logprobs=gather(tf.concat([state.kept_logprobs, candidate_logprobs], 1), best),
+            is_kept=gather(tf.concat([state.is_kept, just], 1), best),
             model=model.reorder(state.model, gather(parent, live)))
 
-        # Can a live beam still beat the worst finished hypothesis? (transformers' heuristic)
-        never = tf.logical_and(tf.constant(strategy.early_stopping == "never"), knobs.length_penalty > 0)
-        best_length = tf.where(never, max_new_tokens, state.step)
+        # Can a live beam still beat the worst kept hypothesis? (transformers' heuristic)
+        best_length = tf.where(judge_at_max_length, max_new_tokens, state.step)
         best_live = state.running_scores[:, :1] / _length_factor(best_length, knobs.length_penalty)
-        worst_done = tf.where(state.is_finished, tf.reduce_min(state.finished_scores, -1, keepdims=True), _NEVER)
-        return state._replace(improvable=tf.logical_and(state.improvable, tf.reduce_any(best_live > worst_done, -1)))
+        worst_kept = tf.where(state.is_kept, tf.reduce_min(state.kept_scores, -1, keepdims=True), _IMPOSSIBLE)
+        return state._replace(improvable=tf.logical_and(state.improvable, tf.reduce_any(best_live > worst_kept, -1)))
 
     history = _prompt_history(history, beams, max_new_tokens)
-    first = tf.concat([tf.zeros([batch, 1]), tf.fill([batch, beams - 1], _NEVER)], axis=1)  # one live beam at first
+    first = tf.concat([tf.zeros([batch, 1]), tf.fill([batch, beams - 1], _IMPOSSIBLE)], axis=1)  # one live beam at first
     zeros = tf.zeros([batch, beams, max_new_tokens])
     state = BeamState(step=tf.constant(0), running=history, running_scores=first, running_logprobs=zeros,
-                      finished=history, finished_scores=tf.fill([batch, beams], _NEVER), finished_logprobs=zeros,
-                      is_finished=tf.zeros([batch, beams], tf.bool), improvable=tf.ones([batch], tf.bool),
-                      tokens=tf.zeros([batch, beams], tf.int32), model=model_state)
+                      kept=history, kept_scores=tf.fill([batch, beams], _IMPOSSIBLE), kept_logprobs=zeros,
+                      is_kept=tf.zeros([batch, beams], tf.bool), improvable=tf.ones([batch], tf.bool),
+                      tokens=tf.zeros([batch, beams], tf.int32),
+                      scores=_score_buffer(batch * beams, vocab, max_new_tokens, strategy), model=model_state)
     state = choose(tf.broadcast_to(logits[:, None], [batch, beams, vocab]), state)
 
     def cond(state):
-        open_beams = tf.logical_not(tf.logical_and(tf.reduce_all(state.is_finished), early_true))
-        return tf.logical_and(state.step < max_new_tokens, tf.logical_and(tf.reduce_any(state.improvable), open_beams))
+        all_kept = tf.logical_and(tf.reduce_all(state.is_kept), early_true)
+        return tf.logical_and(state.step < max_new_tokens,
+                              tf.logical_and(tf.reduce_any(state.improvable), tf.logical_not(all_kept)))
 
     def body(state):
         logits, model_state = model.step(state.tokens, state.model)
@@ -325,6 +365,7 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
 
     state = tf.while_loop(cond, body, (state,), maximum_iterations=max_new_tokens)[0]
     returns = strategy.returns
-    tokens = _flat(state.finished[:, :returns, prompt_len:])
+    tokens = _flat(state.kept[:, :returns, prompt_len:])
     tokens = tf.where(tokens == search.NO_TOKEN, knobs.pad_id, tokens)
-    return Output(tokens, _flat(state.finished_logprobs[:, :returns]), _flat(state.finished_scores[:, :returns]))
+    return tokens, {"scores": state.scores, "transition_scores": _flat(state.kept_logprobs[:, :returns]),
+                    "steps": state.step, "sequences_scores": _flat(state.kept_scores[:, :returns])}

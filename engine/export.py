@@ -7,7 +7,11 @@ included, as its `serving_default` signature:
            the strategy's numeric knobs, scalars (SIGNATURE_KNOBS): change them per request
   outputs  sequences                   [batch * num_return_sequences, prompt_length + N] int32
                                        ([.., 1 + N] for encoder-decoders), as Generator.generate
-           sequence_scores, scores     [batch * R] and [batch * R, N] float32, with output_scores=True
+           with output_scores=True, the fields of generate's GenerateOutput:
+           scores                      [N, rows, V] float32 (generate's tuple, stacked; steps the
+                                       loop did not run hold 0), steps: scalar int32
+           transition_scores           [batch * R, N] float32
+           sequences_scores            [batch * R] float32, beam search only
 
 Every other option (EOS ids, penalties, min_new_tokens, ...) is fixed at export time. Inputs are
 not checked at serving time: ids under the mask must lie in [0, vocab_size), and decoder-only
@@ -50,12 +54,8 @@ class ExportedDecoder(tf.Module):
             given = dict(zip(knob_names, values))
             if "seed" in given:
                 given["seed"] = _seed_pair(given["seed"])
-            knobs = decode.Knobs(*decode.knob_tensors(opts))._replace(**given)
-            out = decode.generate(model, input_ids, attention_mask, opts.max_new_tokens, knobs, strategy)
-            result = {"sequences": out.sequences}
-            if opts.output_scores:
-                result.update(sequence_scores=out.sequence_scores, scores=out.scores)
-            return result
+            knobs = decode.knob_tensors(opts)._replace(**given)
+            return decode.generate(model, input_ids, attention_mask, opts.max_new_tokens, knobs, strategy)
 
         self.serve = tf.function(serve, jit_compile=True, autograph=False, input_signature=specs)
 
@@ -68,12 +68,8 @@ def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **
         options._int("batch_size", batch_size, 1)
     if os.path.exists(directory) and os.listdir(directory):
         raise GenerationArgumentError(f"export directory {directory} is not empty; give a new or empty directory")
-    opts = options.resolve(dict(kwargs, max_new_tokens=max_new_tokens), gen.generation_config, gen.config,
-                           1 if gen.config.is_encoder_decoder else prompt_length, gen.vocab_size)
-    gen._check_positions(f"prompt_length={prompt_length}", prompt_length, max_new_tokens)
-    strategy = decode.strategy_for(opts)
-    if batch_size is not None:
-        gen._check_memory(batch_size, prompt_length, strategy, opts)
-    module = ExportedDecoder(gen.model, opts, strategy, prompt_length, batch_size)
+    opts = gen._options(dict(kwargs, max_new_tokens=max_new_tokens), prompt_length)
+    plan = gen._plan(opts, batch_size, prompt_length, prompt_length, bucket=False)
+    module = ExportedDecoder(gen.model, opts, plan.strategy, prompt_length, batch_size)
     tf.saved_model.save(module, directory, signatures={"serving_default": module.serve.get_concrete_function()})
     return directory

@@ -1,4 +1,5 @@
 """The public Generator: load a checkpoint, generate token ids or text, compute logits."""
+import collections
 import os
 import threading
 import warnings
@@ -12,16 +13,14 @@ from xlagen.kernels.search import NO_TOKEN
 from xlagen.models import GenerationArgumentError, MemoryLimitError
 
 from . import decode, options
+from .limits import default_memory_limit
 
-def default_memory_limit():
-    """Half the machine's physical memory, in bytes (8 GiB where that cannot be read)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
+# Compiled programs a Generator keeps (generate and logits together) before it drops the least
+# recently used: a server that sees many shapes must not grow without bound.
+MAX_PROGRAMS = 32
 
 
-def load(name_or_path=None, memory_limit=None):
+def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS):
     """Load a checkpoint folder in Hub layout, a Hub id (with huggingface_hub installed), or,
     with no argument or "default", the small GPT-2 trained on Python's documentation that
     ships inside the package.
@@ -29,8 +28,11 @@ def load(name_or_path=None, memory_limit=None):
     Reads config.json, model.safetensors or a sharded model.safetensors.index.json, and
     generation_config.json and tokenizer.json when present.
     memory_limit: bytes one generate call may allocate (KV cache and working memory), checked
-    before anything is compiled; None means half the physical memory. Also settable later as
-    `gen.memory_limit`, or per call with generate(..., memory_limit=...).
+    before anything is compiled; None means half the memory available to this process (the
+    container's cgroup limit when one is set). Also settable later as `gen.memory_limit`, or
+    per call with generate(..., memory_limit=...).
+    max_programs: compiled programs (generate and logits) kept at once; beyond it the least
+    recently used is dropped and compiles again if it is needed again.
     Returns a Generator. Raises a subclass of xlagen.models.XlagenError naming the file at fault.
     """
     folder = models.resolve(name_or_path)
@@ -47,7 +49,7 @@ def load(name_or_path=None, memory_limit=None):
             tokenizer = Tokenizer.from_file(tokenizer_path)
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
             raise models.CheckpointFormatError(f"{tokenizer_path} is not a readable tokenizers file: {e}") from None
-    return Generator(folder, config, model, generation_config, tokenizer, memory_limit)
+    return Generator(folder, config, model, generation_config, tokenizer, memory_limit, max_programs)
 
 
 def left_pad(rows, pad_id=0):
@@ -66,8 +68,14 @@ def _size(n):
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
+_INT32 = np.iinfo(np.int32)
+
+
 def _as_ids(name, value):
-    """A [B, T] int32 numpy array from a list, array or tensor; 1-D input is one row."""
+    """A [B, T] int32 numpy array from a list, array or tensor; 1-D input is one row.
+
+    Values are checked against the int32 range before the narrowing cast, so 2**32 + 5 is
+    refused rather than read as 5."""
     if isinstance(value, tf.Tensor):
         value = value.numpy()
     try:
@@ -82,54 +90,128 @@ def _as_ids(name, value):
         array = array.astype(np.int32)
     if not np.issubdtype(array.dtype, np.integer):
         raise GenerationArgumentError(f"{name} must hold integers, got dtype {array.dtype}")
+    outside = (array < _INT32.min) | (array > _INT32.max)
+    if outside.any():
+        raise GenerationArgumentError(f"{name} holds values outside the int32 range: {sorted(set(array[outside].tolist()))[:5]}; "
+                                      f"token ids must lie in [0, vocab_size)")
     return array.astype(np.int32)
 
 
 class GenerateOutput(NamedTuple):
-    """What generate(..., output_scores=True) returns (R = B * num_return_sequences rows).
+    """What generate(..., output_scores=True) returns, with transformers' names and meanings
+    (R = B * num_return_sequences rows, N new tokens, V vocabulary).
 
     sequences: [R, W + N] int32, as generate returns without output_scores.
-    scores: [R, N] float32, each new token's log-probability under the processed (warped)
-      distribution, 0 after EOS.
-    sequences_scores: [R] float32 for beam search (transformers' sequences_scores: summed
-      log-probabilities / generated length ** length_penalty), None otherwise.
+    scores: tuple of one [rows, V] float32 array per step the loop ran: the processed (and,
+      when sampling, warped) scores the token was chosen from; rows are R (greedy, sampling)
+      or B * num_beams (beam search: the beams as they stood at that step). transformers'
+      `scores`.
+    transition_scores: [R, N] float32, the score of each emitted token in its step's scores:
+      what transformers' compute_transition_scores(sequences, scores, beam_indices) gives.
+      Greedy and sampling: the processed logit (after EOS: that of the pad token, as
+      transformers); beam search: the token's processed log-probability along the beam's own
+      path, 0 after its end.
+    sequences_scores: [R] float32 for beam search (summed log-probabilities / generated length
+      ** length_penalty), None otherwise.
     """
     sequences: np.ndarray
-    scores: np.ndarray
+    scores: tuple
+    transition_scores: np.ndarray
     sequences_scores: Optional[np.ndarray] = None
 
 
+class Plan(NamedTuple):
+    """One generate call (or export), checked: its options, the static strategy and the prompt width.
+
+    opts: options.Options.  strategy: decode.Strategy.
+    width: python int, the prompt width the program takes (the bucket; prompt_length for export).
+    """
+    opts: options.Options
+    strategy: decode.Strategy
+    width: int
+
+
+class Programs:
+    """Compiled programs by static key, at most `limit` of them, the least recently used dropped
+    first. Thread-safe; a program built here counts in `traces` when it is traced."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self._programs = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.traces = 0
+
+    def __len__(self):
+        return len(self._programs)
+
+    def get(self, key, build):
+        """The program for `key`, built by build(count_trace) -> tf.function when missing;
+        the function must call count_trace() once per trace."""
+        with self._lock:
+            if key in self._programs:
+                self._programs.move_to_end(key)
+                return self._programs[key]
+            program = self._programs[key] = build(self._count)
+            while len(self._programs) > max(1, self.limit):
+                self._programs.popitem(last=False)
+            return program
+
+    def _count(self):
+        with self._lock:
+            self.traces += 1
+
+
 class Generator:
-    """A loaded checkpoint plus its compiled generate programs.
+    """A loaded checkpoint plus its compiled generate and logits programs.
 
     Attributes:
       config: the model config dataclass (models.gpt2.GPT2Config, ...).
       generation_config: dict from generation_config.json, or None.
       tokenizer: tokenizers.Tokenizer from tokenizer.json, or None.
       path: the local folder the files were read from.
-      trace_count: how many generate programs have been traced so far.
-      memory_limit: bytes one generate call may allocate; larger calls raise MemoryLimitError.
+      trace_count: how many programs (generate and logits) have been traced so far; each trace
+        is one XLA compilation, as every program has fully static input shapes.
+      memory_limit: bytes one call may allocate; larger calls raise MemoryLimitError.
+      max_programs: compiled programs kept at once (least recently used dropped first).
     """
 
-    def __init__(self, path, config, model, generation_config=None, tokenizer=None, memory_limit=None):
+    def __init__(self, path, config, model, generation_config=None, tokenizer=None, memory_limit=None,
+                 max_programs=MAX_PROGRAMS):
         self.path, self.config, self.model = path, config, model
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.generation_config, self.tokenizer = generation_config, tokenizer
-        self._programs = {}  # static signature -> tf.function(jit_compile=True)
-        self._logit_programs = {}
-        self._lock = threading.Lock()
-        self.trace_count = 0
+        self._programs = Programs(MAX_PROGRAMS)
+        self.max_programs = max_programs  # checked by the setter
 
     @property
     def vocab_size(self):
         return self.config.vocab_size
 
+    @property
+    def trace_count(self):
+        return self._programs.traces
+
+    @property
+    def max_programs(self):
+        return self._programs.limit
+
+    @max_programs.setter
+    def max_programs(self, limit):
+        options._int("max_programs", limit, 1)
+        self._programs.limit = limit
+
     # -- inputs -----------------------------------------------------------------------------
 
-    def _check_inputs(self, input_ids, attention_mask):
-        """Validate ids and mask; returns (ids as given, ids safe to embed, mask), each [B, T] int32."""
+    def _check_inputs(self, input_ids, attention_mask, opts=None):
+        """Validate ids and mask; returns (ids, mask), each [B, T] int32.
+
+        Without a mask and with generate's options `opts`, the mask is inferred as transformers
+        does (ids != pad_token_id where the pad id occurs and is no EOS id)."""
         ids = _as_ids("input_ids", input_ids)
-        mask = np.ones_like(ids) if attention_mask is None else _as_ids("attention_mask", attention_mask)
+        if attention_mask is None:
+            mask = self._infer_mask(ids, opts) if opts is not None else np.ones_like(ids)
+        else:
+            mask = _as_ids("attention_mask", attention_mask)
         if mask.shape != ids.shape:
             raise GenerationArgumentError(f"attention_mask has shape {list(mask.shape)} but input_ids has {list(ids.shape)}; they must match")
         if not np.isin(mask, (0, 1)).all():
@@ -139,11 +221,24 @@ class Generator:
         bad = ((ids < 0) | (ids >= self.vocab_size)) & (mask == 1)
         if bad.any():
             raise GenerationArgumentError(f"input_ids holds token ids outside [0, {self.vocab_size}): {sorted(set(ids[bad].tolist()))[:10]}")
-        if not self.config.is_encoder_decoder and (mask[:, -1] == 0).any():
+        if self.model.continues_prompt and (mask[:, -1] == 0).any():
             warnings.warn("a row of attention_mask ends in padding: decoder-only models need left padding "
                           "(tokenizer padding_side='left'); results for right-padded rows are not meaningful", stacklevel=3)
-        # Padding slots may hold anything (-100, say); the model only ever sees a valid id there.
-        return ids, np.where(mask == 1, ids, 0).astype(np.int32), mask
+        return ids, mask
+
+    @staticmethod
+    def _infer_mask(ids, opts):
+        """transformers' rule for a call without attention_mask: ids != pad_token_id when the pad
+        id occurs in the input and is not an EOS id; otherwise no padding (with a warning when
+        the pad id occurs but equals an EOS id, as the mask then cannot be told)."""
+        pad = opts.pad_token_id
+        if not (ids == pad).any():
+            return np.ones_like(ids)
+        if pad in opts.eos_token_ids:
+            warnings.warn(f"input_ids holds pad_token_id={pad}, which is also an EOS id, so the attention mask cannot "
+                          f"be inferred and every token is attended to; pass attention_mask", stacklevel=4)
+            return np.ones_like(ids)
+        return (ids != pad).astype(np.int32)
 
     @staticmethod
     def _pad_left(ids, mask, multiple, pad_id):
@@ -154,48 +249,75 @@ class Generator:
             return ids, mask
         return (np.pad(ids, ((0, 0), (extra, 0)), constant_values=pad_id), np.pad(mask, ((0, 0), (extra, 0))))
 
-    def _check_positions(self, prompt, prompt_len, max_new_tokens):
+    def _check_positions(self, prompt, prompt_len, max_new_tokens=0):
         """Raise GenerationArgumentError when prompt_len + max_new_tokens exceeds the model's
-        positions; `prompt` names the prompt length in the message."""
+        positions (models with relative positions have no limit); `prompt` names the prompt
+        length in the message."""
         limit, total = self.config.max_positions, prompt_len + max_new_tokens
         if limit is not None and total > limit:
+            more = f" plus max_new_tokens={max_new_tokens} is {total}," if max_new_tokens else " is"
             raise GenerationArgumentError(
-                f"{prompt} plus max_new_tokens={max_new_tokens} is {total}, beyond the model's {limit} positions; "
-                f"shorten the prompt or max_new_tokens")
+                f"{prompt}{more} beyond the model's {limit} positions; shorten the prompt"
+                + (" or max_new_tokens" if max_new_tokens else ""))
 
-    def _check_memory(self, batch, prompt_len, strategy, opts):
-        """Raise MemoryLimitError, with the figures, when a call would allocate more than its
-        memory limit (opts.memory_limit, else the Generator's)."""
-        limit = self.memory_limit if opts.memory_limit is None else opts.memory_limit
-        max_new_tokens = opts.max_new_tokens
-        parts = self.model.memory_estimate(batch, prompt_len, strategy.group, max_new_tokens)
+    def _check_memory(self, parts, limit, what, advice):
+        """Raise MemoryLimitError, with the figures, when the estimated `parts` ({name: bytes})
+        of a call exceed `limit` (None: the Generator's memory_limit)."""
+        limit = self.memory_limit if limit is None else limit
         total = sum(parts.values())
         if total > limit:
             detail = ", ".join(f"{name} {_size(n)}" for name, n in parts.items())
-            rows = f"batch {batch} x {strategy.group} {'beams' if strategy.kind == 'beam' else 'rows'} per prompt"
             raise MemoryLimitError(
-                f"this call needs about {_size(total)} ({detail}; {rows}, {self.model.num_cache_layers} layers, "
-                f"{prompt_len} + {max_new_tokens} positions), above the memory limit of {_size(limit)}. "
-                f"Lower the batch, num_beams / num_return_sequences or max_new_tokens, or raise the limit with "
-                f"generate(..., memory_limit=BYTES) or load(..., memory_limit=BYTES)")
+                f"this call needs about {_size(total)} ({detail}; {what}), above the memory limit of {_size(limit)}. "
+                f"{advice}, or raise the limit with generate(..., memory_limit=BYTES) or load(..., memory_limit=BYTES)")
 
     # -- generate ---------------------------------------------------------------------------
 
-    def _program(self, batch, input_len, max_new_tokens, strategy):
-        key = (batch, input_len, max_new_tokens, strategy)
-        with self._lock:
-            if key not in self._programs:
-                model = self.model
+    def _prefix_width(self, prompt_width):
+        """Width of what generate's output holds before the new tokens: the prompt, or the start token."""
+        return prompt_width if self.model.continues_prompt else 1
 
-                def run(input_ids, attention_mask, *knobs):
-                    self.trace_count += 1  # runs once per trace, never in the compiled program
-                    return decode.generate(model, input_ids, attention_mask, max_new_tokens, decode.Knobs(*knobs),
-                                           strategy)
+    def _options(self, kwargs, width):
+        """generate's keyword options for prompts `width` ids wide, resolved against the checkpoint's defaults."""
+        return options.parse(kwargs, self.generation_config, self.config, self._prefix_width(width), self.vocab_size)
 
-                ids = tf.TensorSpec([batch, input_len], tf.int32)
-                self._programs[key] = tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
-                                                  input_signature=[ids, ids, *decode.KNOB_SPECS])
-            return self._programs[key]
+    def _plan(self, opts, batch, width, longest, bucket=True):
+        """Check a call before anything compiles and choose its program: the one preparation
+        path of generate and export.
+
+        Args:
+          opts: options.Options (see _options).  batch: python int, or None (any; export).
+          width: python int, the prompt width given.  longest: python int, the longest real prompt.
+          bucket: pad the width up to pad_to_multiple_of (generate) or keep it (export).
+        Returns:
+          Plan.
+        """
+        self._check_positions(f"the longest prompt ({longest} tokens)", longest, opts.max_new_tokens)
+        strategy = decode.strategy_for(opts)
+        padded = width + (-width % opts.pad_to_multiple_of if bucket else 0)
+        if batch is not None:
+            parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens)
+            if strategy.output_scores:
+                parts["scores"] = opts.max_new_tokens * batch * strategy.group * self.vocab_size * 4
+            rows = f"batch {batch} x {strategy.group} {'beams' if strategy.kind == 'beam' else 'rows'} per prompt"
+            self._check_memory(parts, opts.memory_limit,
+                               f"{rows}, {self.model.num_cache_layers} layers, {padded} + {opts.max_new_tokens} positions",
+                               "Lower the batch, num_beams / num_return_sequences or max_new_tokens")
+        return Plan(opts, strategy, padded)
+
+    def _program(self, batch, plan):
+        def build(count_trace):
+            model, strategy, max_new_tokens = self.model, plan.strategy, plan.opts.max_new_tokens
+
+            def run(input_ids, attention_mask, knobs):
+                count_trace()  # runs once per trace, never in the compiled program
+                return decode.generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy)
+
+            ids = tf.TensorSpec([batch, plan.width], tf.int32)
+            return tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
+                               input_signature=[ids, ids, decode.knob_specs(strategy.eos_slots)])
+
+        return self._programs.get(("generate", batch, plan.width, plan.opts.max_new_tokens, plan.strategy), build)
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         """Generate tokens after a batch of prompts: greedy, sampling (do_sample=True) or beam
@@ -204,14 +326,15 @@ class Generator:
         Args:
           input_ids: [B, W] ints (list, numpy or tf); left padded for decoder-only models, padded on
             either side for encoder-decoders; a 1-D sequence is one row.
-          attention_mask: [B, W] of 0/1, or None for no padding.
+          attention_mask: [B, W] of 0/1, or None: then, as in transformers, ids equal to
+            pad_token_id are padding when that id occurs and is no EOS id, else nothing is.
           **kwargs: transformers' generation options (max_new_tokens, max_length, min_new_tokens,
             do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
             num_beams, length_penalty, early_stopping, num_return_sequences, eos_token_id,
             pad_token_id, decoder_start_token_id, output_scores, ...), defaults from
-            generation_config.json then config.json; seed (an int or a pair of int32: the same seed
-            and inputs give the same tokens); pad_to_multiple_of (default 8), the prompt bucket;
-            memory_limit (bytes) for this call, instead of the Generator's.
+            generation_config.json (or config.json when there is none); seed (an int or a pair of
+            int32: the same seed and inputs give the same tokens); pad_to_multiple_of (default 8),
+            the prompt bucket; memory_limit (bytes) for this call, instead of the Generator's.
         Returns:
           np.ndarray int32 [B * num_return_sequences, W + max_new_tokens] for decoder-only models:
           the prompt as given, then the new tokens; [B * num_return_sequences, 1 + max_new_tokens]
@@ -219,24 +342,21 @@ class Generator:
           row's EOS; the returns of prompt 0 first.
           With output_scores=True, a GenerateOutput (see there).
         """
-        given, ids, mask = self._check_inputs(input_ids, attention_mask)
-        encoder_decoder = self.config.is_encoder_decoder
-        opts = options.resolve(kwargs, self.generation_config, self.config, 1 if encoder_decoder else ids.shape[1],
-                               self.vocab_size)
-        longest = int(mask.sum(axis=1).max())
-        self._check_positions(f"the longest prompt ({longest} tokens)", longest, opts.max_new_tokens)
+        given = _as_ids("input_ids", input_ids)
+        opts = self._options(kwargs, given.shape[1])  # before the mask: its inference needs the pad and EOS ids
+        given, mask = self._check_inputs(given, attention_mask, opts)
+        plan = self._plan(opts, len(given), given.shape[1], int(mask.sum(axis=1).max()))
         # Bucket padding holds NO_TOKEN, which the processors ignore; the output drops it again.
-        inputs, padded_mask = self._pad_left(given, mask, opts.pad_to_multiple_of, NO_TOKEN)
-        strategy = decode.strategy_for(opts)
-        self._check_memory(len(ids), inputs.shape[1], strategy, opts)
-        program = self._program(len(ids), inputs.shape[1], opts.max_new_tokens, strategy)
-        out = program(tf.constant(inputs), tf.constant(padded_mask), *decode.knob_tensors(opts))
-        sequences = out.sequences.numpy()
-        if not encoder_decoder:
-            sequences = sequences[:, inputs.shape[1] - given.shape[1]:]
-        if not opts.output_scores:
+        inputs, padded_mask = self._pad_left(given, mask, plan.opts.pad_to_multiple_of, NO_TOKEN)
+        program = self._program(len(given), plan)
+        out = {k: v.numpy() for k, v in program(tf.constant(inputs), tf.constant(padded_mask),
+                                                 decode.knob_tensors(plan.opts)).items()}
+        new = plan.opts.max_new_tokens
+        sequences = out["sequences"][:, -(self._prefix_width(given.shape[1]) + new):]
+        if not plan.opts.output_scores:
             return sequences
-        return GenerateOutput(sequences, out.scores.numpy(), out.sequence_scores.numpy() if opts.num_beams > 1 else None)
+        return GenerateOutput(sequences, tuple(out["scores"][:int(out["steps"])]), out["transition_scores"],
+                              out.get("sequences_scores"))
 
     # -- export -----------------------------------------------------------------------------
 
@@ -253,7 +373,10 @@ class Generator:
           **kwargs: generation options as for generate; fixed in the SavedModel, except the
             strategy's knobs, which become scalar inputs of the signature: temperature (float32),
             top_k (int32), top_p (float64), seed (int64) when sampling; length_penalty (float64)
-            in beam search. output_scores=True adds sequence_scores and scores to the outputs.
+            in beam search. output_scores=True adds generate's GenerateOutput fields to the
+            outputs: scores ([N, rows, V] float32, generate's tuple stacked, 0 for steps not
+            run), steps (int32), transition_scores ([batch * R, N] float32) and, in beam
+            search, sequences_scores ([batch * R] float32).
         Signature `serving_default`:
           input_ids, attention_mask: [batch, P] int32 -> sequences: [batch * R, P + N] int32
           ([batch * R, 1 + N] for encoder-decoders), the same tokens generate() returns.
@@ -290,42 +413,65 @@ class Generator:
         if any(not e for e in encoded):
             raise GenerationArgumentError("a prompt encodes to no tokens; give every prompt some text")
         ids, mask = left_pad(encoded)
-        width = ids.shape[1]
         out = self.generate(ids, attention_mask=mask, **kwargs)
         sequences = out.sequences if isinstance(out, GenerateOutput) else out
         returns = len(sequences) // len(encoded)  # rows of prompt 0 first
-        if self.config.is_encoder_decoder:  # the output is a new text, not a continuation
-            return [tokenizer.decode(row[1:].tolist(), skip_special_tokens=True) for row in sequences]
-        return [tokenizer.decode((encoded[row // returns] if return_full_text else []) + sequences[row, width:].tolist(),
+        start = self._prefix_width(ids.shape[1])
+        # A continuation is decoded together with its prompt, so tokens that join across the seam decode as one.
+        keep = return_full_text and self.model.continues_prompt
+        return [tokenizer.decode((encoded[row // returns] if keep else []) + sequences[row, start:].tolist(),
                                  skip_special_tokens=True) for row in range(len(sequences))]
 
     # -- logits -----------------------------------------------------------------------------
 
-    def logits(self, input_ids, attention_mask=None, decoder_input_ids=None):
+    def logits(self, input_ids, attention_mask=None, decoder_input_ids=None, pad_to_multiple_of=8, memory_limit=None):
         """Logits of every position in one forward pass.
 
         Args:
           input_ids: [B, T] ints (left padded for decoder-only models).
-          attention_mask: [B, T] of 0/1, or None.
+          attention_mask: [B, T] of 0/1, or None for no padding.
           decoder_input_ids: [B, T_dec] ints, required for encoder-decoders (teacher forcing:
             usually decoder_start_token_id followed by target tokens), refused otherwise.
+          pad_to_multiple_of: python int, inputs are padded up to a multiple of it, so that
+            lengths of one bucket share a compiled program (as generate's prompts).
+          memory_limit: bytes for this call, instead of the Generator's.
         Returns:
           np.ndarray float32 [B, T, V] (decoder-only; values at padding positions are meaningless)
           or [B, T_dec, V] (encoder-decoder).
         """
-        _, ids, mask = self._check_inputs(input_ids, attention_mask)
-        args = [tf.constant(ids), tf.constant(mask)]
-        if self.config.is_encoder_decoder:
+        ids, mask = self._check_inputs(input_ids, attention_mask)
+        multiple = options._int("pad_to_multiple_of", pad_to_multiple_of, 1)
+        if memory_limit is not None:
+            memory_limit = options._float("memory_limit", memory_limit, 0.0, float("inf"), low_open=True)
+        if self.model.continues_prompt:
+            if decoder_input_ids is not None:
+                raise GenerationArgumentError(f"decoder_input_ids is only for encoder-decoder models, not {self.config.model_type}")
+            decoder, scored = None, ids.shape[1]
+        else:
             if decoder_input_ids is None:
                 raise GenerationArgumentError("encoder-decoder models need decoder_input_ids for logits(); "
                                               "start them with decoder_start_token_id")
-            _, dec, _ = self._check_inputs(decoder_input_ids, None)
-            if len(dec) != len(ids):
-                raise GenerationArgumentError(f"decoder_input_ids has {len(dec)} rows but input_ids has {len(ids)}")
-            args.append(tf.constant(dec))
-        elif decoder_input_ids is not None:
-            raise GenerationArgumentError(f"decoder_input_ids is only for encoder-decoder models, not {self.config.model_type}")
-        key = tuple(a.shape for a in args)
-        if key not in self._logit_programs:
-            self._logit_programs[key] = tf.function(self.model.logits, jit_compile=True, autograph=False)
-        return self._logit_programs[key](*args).numpy()
+            decoder, _ = self._check_inputs(decoder_input_ids, None)
+            if len(decoder) != len(ids):
+                raise GenerationArgumentError(f"decoder_input_ids has {len(decoder)} rows but input_ids has {len(ids)}")
+            scored = decoder.shape[1]
+            # The decoder is causal: padding on the right changes none of the scored positions.
+            decoder = np.pad(decoder, ((0, 0), (0, -scored % multiple)))
+        self._check_positions(f"the longest input ({int(mask.sum(axis=1).max())} tokens)", int(mask.sum(axis=1).max()))
+        ids, mask = self._pad_left(ids, mask, multiple, 0)
+        batch, width = ids.shape
+        parts = self.model.forward_memory_estimate(batch, width, None if decoder is None else decoder.shape[1])
+        self._check_memory(parts, memory_limit, f"batch {batch}, {width} positions",
+                           "Lower the batch or the length")
+        args = [tf.constant(ids), tf.constant(mask)] + ([] if decoder is None else [tf.constant(decoder)])
+
+        def build(count_trace):
+            def run(*args):
+                count_trace()
+                return self.model.logits(*args)
+            return tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
+                               input_signature=[tf.TensorSpec(a.shape, tf.int32) for a in args])
+
+        logits = self._programs.get(("logits",) + tuple(tuple(a.shape) for a in args), build)(*args).numpy()
+        # Decoder-only: the bucket padding is on the left; encoder-decoder: on the decoder's right.
+        return logits[:, logits.shape[1] - scored:] if decoder is None else logits[:, :scored]

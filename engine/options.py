@@ -1,7 +1,13 @@
 """Generation options: transformers' keyword names and defaults, resolved and checked in Python.
 
-Precedence, as in transformers: the keyword given to generate, then generation_config.json,
-then config.json, then transformers' GenerationConfig defaults.
+Precedence, as in transformers: the keyword given to generate, then the checkpoint's generation
+defaults, then transformers' GenerationConfig defaults. The checkpoint's defaults are those of
+generation_config.json; config.json's (transformers' GenerationConfig.from_model_config) only
+when there is no generation_config.json, or when it says "_from_model_config": true (it was
+derived from config.json) and config.json holds a generation key that differs from transformers'
+default: transformers 4.57's deprecated legacy path (GenerationMixin._prepare_generation_config),
+followed so that such checkpoints decode as there. A generation_config.json written on its own
+always wins over a legacy config.json.
 """
 import dataclasses
 import difflib
@@ -19,6 +25,15 @@ DEFAULTS = {
     "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "decoder_start_token_id": None,
     "output_scores": False,
 }
+# The generation keys (and transformers' defaults) whose non-default value in config.json sends
+# transformers 4.57 down its legacy path (PretrainedConfig._get_global_generation_defaults).
+LEGACY_KEYS = {"max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
+               "temperature": 1.0, "top_k": 50, "top_p": 1.0, "typical_p": 1.0, "repetition_penalty": 1.0,
+               "length_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+               "bad_words_ids": None, "num_return_sequences": 1, "output_scores": False,
+               "return_dict_in_generate": False, "forced_bos_token_id": None, "forced_eos_token_id": None,
+               "remove_invalid_values": False, "exponential_decay_length_penalty": None, "suppress_tokens": None,
+               "begin_suppress_tokens": None, "num_beam_groups": 1, "diversity_penalty": 0.0}
 # transformers skips a warper or processor whose option is None: the neutral value does the same.
 NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
 # Options of xlagen's own (or of generate's call only), not read from config files.
@@ -48,7 +63,6 @@ class Options:
     repetition_penalty: float
     seed: tuple  # two int32 halves of the stateless RNG seed
     memory_limit: object  # bytes a call may allocate, or None for the Generator's limit
-    raw: dict
 
 
 def _int(name, value, low=None):
@@ -108,23 +122,39 @@ def check_names(kwargs):
             raise GenerationArgumentError(f"generate() got an unknown option {name!r}{hint}")
 
 
-def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
+def checkpoint_defaults(generation_config, model_config):
+    """The generation defaults a checkpoint sets, chosen as transformers 4.57 chooses them (see
+    the module docstring): {option: value}.
+
+    Args:
+      generation_config: dict from generation_config.json, or None (absent).
+      model_config: the model's config dataclass; its .raw dict is config.json, and its fields
+        give the special token ids config.json leaves to the model type's defaults.
+    """
+    legacy = any(model_config.raw.get(k) is not None and model_config.raw[k] != v for k, v in LEGACY_KEYS.items())
+    if generation_config is not None and not (generation_config.get("_from_model_config") is True and legacy):
+        return generation_config
+    tokens = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+    return dict(model_config.raw, **{k: getattr(model_config, k) for k in tokens if hasattr(model_config, k)})
+
+
+def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
     """Merge keyword options with the checkpoint's defaults and check them.
 
     Args:
       kwargs: the keywords given to generate.
-      generation_config: dict from generation_config.json, or None.
-      model_config: the model's config dataclass (its .raw dict supplies fallbacks).
+      generation_config: dict from generation_config.json, or None (absent).
+      model_config: the model's config dataclass (config.json), for checkpoint_defaults.
       prompt_width: python int W, the sequence length before the new tokens (max_length and
-        min_length count it): the prompt's width, or 1 (the start token) for encoder-decoders.
+        min_length count it; a max_length left at transformers' default of 20 means 20 new tokens): the prompt's width, or 1 (the start token) for encoder-decoders.
       vocab_size: python int, token ids must be below it.
     Returns:
       Options.
     """
     check_names(kwargs)
     merged = dict(DEFAULTS, **EXTRA)
-    for source in (model_config.raw, generation_config or {}):
-        merged.update({k: v for k, v in source.items() if k in DEFAULTS and v is not None})
+    merged.update({k: v for k, v in checkpoint_defaults(generation_config, model_config).items()
+                   if k in DEFAULTS and v is not None})
     # As in transformers, a keyword given as None overrides the checkpoint's value: eos_token_id=None
     # means "no EOS", top_k=None "no top-k"; for other options it restores the default.
     merged.update({k: NEUTRAL.get(k, DEFAULTS.get(k, EXTRA.get(k))) if v is None else v for k, v in kwargs.items()})
@@ -160,6 +190,12 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
         max_new = _int("max_new_tokens", merged["max_new_tokens"], 1)
     else:
         max_length = _int("max_length", merged["max_length"])
+        if kwargs.get("max_length") is None and max_length == DEFAULTS["max_length"]:
+            # transformers' _prepare_generated_length: an untouched default max_length means 20 new
+            # tokens, within the model's positions.
+            max_length += prompt_width
+            if model_config.max_positions is not None:
+                max_length = min(max_length, model_config.max_positions)
         max_new = max_length - prompt_width
         if max_new < 1:
             raise GenerationArgumentError(
@@ -191,5 +227,5 @@ def resolve(kwargs, generation_config, model_config, prompt_width, vocab_size):
                    pad_to_multiple_of=multiple, do_sample=do_sample, num_beams=beams, num_return_sequences=returns,
                    early_stopping=early_stopping, length_penalty=length_penalty,
                    no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),
-                   repetition_penalty=penalty, seed=_seed(merged["seed"]), memory_limit=memory_limit, raw=merged,
+                   repetition_penalty=penalty, seed=_seed(merged["seed"]), memory_limit=memory_limit,
                    **sampling)

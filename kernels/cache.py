@@ -97,3 +97,9 @@ def reorder(layout, parents):
 def write_columns(buffer, update, index):
     """Write `update` [B, T] into `buffer` [B, L] at columns index..index+T-1 (any dtype)."""
     return xla.dynamic_update_slice(buffer, update, tf.stack([tf.constant(0, tf.int32), tf.cast(index, tf.int32)]))
+
+
+def write_rows(buffer, update, index):
+    """Write `update` [T, ...] into `buffer` [L, ...] at rows index..index+T-1 (any dtype)."""
+    zeros = [tf.constant(0, tf.int32)] * (buffer.shape.rank - 1)
+    return xla.dynamic_update_slice(buffer, update, tf.stack([tf.cast(index, tf.int32)] + zeros))

@@ -1,8 +1,9 @@
 """Small ops the decode loops share: end-of-sequence bookkeeping and token suppression."""
 import tensorflow as tf
 
-# EOS id vectors are padded with this id, which no token ever equals, to a fixed length so
-# that a different number of EOS ids does not change a compiled program's signature.
+# The id of an empty slot: EOS id vectors are padded with it to a bucket length (so that lists
+# of different lengths share a program), and token histories hold it where no token is yet.
+# No token ever equals it.
 NO_TOKEN = -1
 
 

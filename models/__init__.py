@@ -1,7 +1,8 @@
 """Model configs, Hub-format weight loading and forward passes with a KV cache.
 
-A model module exposes `parse_config(dict, source)` and `build(config, tensors, source)`;
-the built tf.Module offers `prefill`, `step` and `logits` (see models/gpt2.py).
+A model module exposes `parse_config(dict, source)`, `hub_shapes(config)` and
+`build(config, tensors, source)`; the built tf.Module offers the decoding interface of
+models/base.py (`prefill`, `step`, `reorder`, `logits`, `continues_prompt`), the same for every model.
 """
 import os
 

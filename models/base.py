@@ -1,10 +1,20 @@
 """What every xlagen model offers the decode loops, whatever its architecture.
 
-    prefill(input_ids [B, P], attention_mask [B, P], max_new_tokens N, group G)
-        -> (logits [B, V] for the first new token, state)
+    prefill(input_ids [B, P], attention_mask [B, P], start_id [], max_new_tokens N, group G)
+        -> (logits [B, V] for the first new token, state, prefix [B, S])
     step(tokens [B, G], state) -> (logits [B, G, V] for the next token, state)
     reorder(state, parents [B, G]) -> state      row g continues row parents[b, g]'s history
-    logits(input_ids [B, T], attention_mask [B, T]) -> [B, T, V]
+    logits(input_ids [B, T], attention_mask [B, T], decoder_input_ids [B, T'] or None) -> [B, T or T', V]
+    continues_prompt: python bool (see below)
+
+The loops hold no model-specific branch: every model takes the same arguments and returns
+the same things, as t5x's single tokens-to-logits boundary. input_ids may hold any id where
+attention_mask is 0; the model embeds a valid id there. start_id (int32 scalar) is the
+decoder start token: encoder-decoders begin their output with it, decoder-only models ignore
+it. `prefix` is what generate's output holds before the new tokens and what the logits
+processors see as the sequence so far: the prompt as given (decoder-only, continues_prompt
+True) or the start token (encoder-decoder, continues_prompt False, where logits() scores
+decoder_input_ids given the encoder's input_ids).
 
 G is the number of rows decoded per prompt (samples or beams); they share the prompt's
 cache. `state` is a dict of tensors whose shapes never change during decoding; its
@@ -16,6 +26,12 @@ from xlagen.kernels import attention, cache, positions
 from xlagen.kernels.shapes import dim
 
 from .checkpoint import take
+
+
+def embeddable(input_ids, attention_mask):
+    """input_ids with 0 wherever attention_mask is 0: padding slots may hold any id (-100,
+    NO_TOKEN), and an out-of-range id must never reach an embedding gather. [B, T] int32."""
+    return tf.where(tf.cast(attention_mask, tf.bool), input_ids, tf.zeros_like(input_ids))
 
 
 class CachedLM(tf.Module):
@@ -59,6 +75,17 @@ class CachedLM(tf.Module):
                 "prompt attention": batch * self.num_heads * prompt_len * prompt_len * 4,
                 "logits": 4 * batch * group * self.vocab_size * 4}
 
+    def forward_memory_estimate(self, batch, length, decoder_length=None):
+        """Bytes one logits() call allocates, before it allocates them: {part: bytes}.
+
+        "logits": the [B, T, V] float32 output (T: decoder_length when given);
+        "attention": the [B, H, T, T] scores of one layer; "keys and values": every layer's.
+        """
+        scored = length if decoder_length is None else decoder_length
+        return {"logits": batch * scored * self.vocab_size * 4,
+                "attention": batch * self.num_heads * max(length, scored) ** 2 * 4,
+                "keys and values": 2 * self.num_cache_layers * self.num_heads * self.head_dim * batch * length * 4}
+
     def reorder(self, state, parents):
         """Row g of each prompt continues the history of row parents[b, g]; moves no keys or values."""
         return dict(state, layout=cache.reorder(state["layout"], parents))
@@ -92,20 +119,23 @@ class DecoderLM(CachedLM):
 
         return self._blocks(input_ids, positions.from_mask(mask), attend, [None] * self.num_cache_layers)
 
-    def prefill(self, input_ids, attention_mask, max_new_tokens, group=1):
+    continues_prompt = True
+
+    def prefill(self, input_ids, attention_mask, start_id, max_new_tokens, group=1):
         """Run the left-padded prompt once and set up the cache for G rows of N new tokens.
 
         Args:
-          input_ids, attention_mask: [B, P] int32, static shapes.
+          input_ids, attention_mask: [B, P] int32 (P static); ids under padding may be anything.
+          start_id: ignored (decoder-only models continue the prompt).
           max_new_tokens: python int N.  group: python int G, rows decoded per prompt.
         Returns:
-          (logits [B, V] float32 for the first new token, decoding state).
+          (logits [B, V] float32 for the first new token, decoding state, prefix: input_ids [B, P]).
         """
-        hidden, kvs = self._prompt(input_ids, attention_mask)
+        hidden, kvs = self._prompt(embeddable(input_ids, attention_mask), attention_mask)
         state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs),
                  "layout": cache.start_layout(attention_mask, group, max_new_tokens),
                  "position": positions.next_position(attention_mask)}
-        return self.head(hidden[:, -1]), state
+        return self.head(hidden[:, -1]), state, input_ids
 
     def step(self, tokens, state):
         """Feed one token per row.
@@ -127,12 +157,12 @@ class DecoderLM(CachedLM):
         hidden, kvs = self._blocks(tokens, position, attend, state["kv"])
         return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
 
-    def logits(self, input_ids, attention_mask):
+    def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Logits at every position in one forward pass.
 
         Args:
-          input_ids, attention_mask: [B, T] int32.
+          input_ids, attention_mask: [B, T] int32, left padded.  decoder_input_ids: unused (None).
         Returns:
-          [B, T, V] float32.
+          [B, T, V] float32; values at padding positions are meaningless.
         """
-        return self.head(self._prompt(input_ids, attention_mask)[0])
+        return self.head(self._prompt(embeddable(input_ids, attention_mask), attention_mask)[0])

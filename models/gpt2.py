@@ -20,7 +20,9 @@ from .errors import CheckpointFormatError
 
 @dataclasses.dataclass(frozen=True)
 class GPT2Config:
-    """The fields of a GPT-2 config.json that change the math (defaults: transformers' GPT2Config)."""
+    """The fields of a GPT-2 config.json that change the math (defaults: transformers' GPT2Config).
+
+    reorder_and_upcast_attn is not one: it only changes float16 attention, and xlagen computes in float32."""
     vocab_size: int = 50257
     n_positions: int = 1024
     n_embd: int = 768
@@ -31,7 +33,6 @@ class GPT2Config:
     layer_norm_epsilon: float = 1e-5
     scale_attn_weights: bool = True
     scale_attn_by_inverse_layer_idx: bool = False
-    reorder_and_upcast_attn: bool = False
     tie_word_embeddings: bool = True
     bos_token_id: Optional[int] = 50256
     eos_token_id: Union[int, list, None] = 50256

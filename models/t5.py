@@ -14,7 +14,7 @@ from xlagen.kernels import attention, cache, layers, positions
 from xlagen.kernels.shapes import dim
 
 from . import config as config_lib
-from .base import CachedLM
+from .base import CachedLM, embeddable
 from .errors import CheckpointFormatError, UnsupportedModelError
 
 
@@ -225,23 +225,26 @@ class T5(CachedLM):
         parts["cross-attention cache"] = 2 * self.num_cache_layers * self.num_heads * self.head_dim * batch * prompt_len * 4
         return parts
 
-    def prefill(self, input_ids, attention_mask, max_new_tokens, group=1, decoder_input_ids=None):
+    continues_prompt = False
+
+    def prefill(self, input_ids, attention_mask, start_id, max_new_tokens, group=1):
         """Encode once, then run the decoder start token.
 
         Args:
           input_ids, attention_mask: [B, S] int32 encoder input (padding anywhere).
+          start_id: int32 scalar, the decoder start token.
           max_new_tokens: python int N.  group: python int G.
-          decoder_input_ids: [B, 1] int32, the decoder start token of each prompt.
         Returns:
-          (logits [B, V] float32 for the first new token, decoding state).
+          (logits [B, V] float32 for the first new token, decoding state, prefix: the start
+          token [B, 1] int32).
         """
         mask = tf.cast(attention_mask, tf.int32)
-        cross = self._cross_kv(self.encode(input_ids, mask))
-        hidden, kvs = self._decode_block(decoder_input_ids, cross, mask)
-        start = tf.ones_like(decoder_input_ids, tf.int32)
+        cross = self._cross_kv(self.encode(embeddable(input_ids, mask), mask))
+        start = tf.fill([dim(input_ids, 0), 1], tf.cast(start_id, tf.int32))
+        hidden, kvs = self._decode_block(start, cross, mask)
         state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs), "cross": cross,
-                 "enc_mask": mask, "layout": cache.start_layout(start, group, max_new_tokens)}
-        return self.head(hidden[:, -1]), state
+                 "enc_mask": mask, "layout": cache.start_layout(tf.ones_like(start), group, max_new_tokens)}
+        return self.head(hidden[:, -1]), state, start
 
     def step(self, tokens, state):
         """Feed one token per row: tokens [B, G] int32 -> (logits [B, G, V] float32, new state)."""
@@ -265,16 +268,17 @@ class T5(CachedLM):
         hidden, kvs = self._stack("decoder", tokens, attend_self, kvs, attend_cross, state["cross"])
         return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
 
-    def logits(self, input_ids, attention_mask, decoder_input_ids):
+    def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Decoder logits, teacher-forced, in one pass.
 
         Args:
-          input_ids, attention_mask: [B, S] int32.  decoder_input_ids: [B, T] int32.
+          input_ids, attention_mask: [B, S] int32.  decoder_input_ids: [B, T] int32 (required).
         Returns:
           [B, T, V] float32.
         """
         mask = tf.cast(attention_mask, tf.int32)
-        return self.head(self._decode_block(decoder_input_ids, self._cross_kv(self.encode(input_ids, mask)), mask)[0])
+        encoded = self.encode(embeddable(input_ids, mask), mask)
+        return self.head(self._decode_block(decoder_input_ids, self._cross_kv(encoded), mask)[0])
 
 
 def build(config, tensors, source):

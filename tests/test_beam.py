@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import generator, reference
+from conftest import generation_reference, generator, reference
 from xlagen.engine import GenerationArgumentError
 
 NEW = 12
@@ -41,8 +41,8 @@ def test_beam_token_scores_add_up_to_the_sequence_score(tiny):
     ref = reference("gpt2-tiny")
     out = tiny.generate(ref["input_ids"], attention_mask=ref["attention_mask"], max_new_tokens=NEW, num_beams=3,
                         eos_token_id=int(ref["eos"]), pad_token_id=1, length_penalty=1.0, output_scores=True)
-    lengths = (out.scores != 0).sum(axis=1)
-    np.testing.assert_allclose(out.scores.sum(axis=1) / lengths, out.sequences_scores, rtol=1e-5)
+    lengths = (out.transition_scores != 0).sum(axis=1)
+    np.testing.assert_allclose(out.transition_scores.sum(axis=1) / lengths, out.sequences_scores, rtol=1e-5)
 
 
 def test_beam_rows_equal_the_prompt_alone(tiny):
@@ -56,13 +56,32 @@ def test_beam_rows_equal_the_prompt_alone(tiny):
         np.testing.assert_array_equal(alone[0, len(prompt):], batch[row, width:])
 
 
-def test_length_penalty_and_stopping_mode_do_not_recompile(tiny):
+def test_length_penalty_stopping_mode_and_eos_count_do_not_recompile(tiny):
     ids = [[5, 6, 7, 8]]
     tiny.generate(ids, max_new_tokens=5, num_beams=2, eos_token_id=3)
     count = tiny.trace_count
-    for penalty in (0.5, 2.0, -1.0):
-        tiny.generate(ids, max_new_tokens=5, num_beams=2, eos_token_id=4, length_penalty=penalty)
+    for penalty, stopping, eos in ((0.5, True, 4), (2.0, "never", [4, 5]), (-1.0, False, [1, 2, 3, 4, 5, 6, 7, 8])):
+        tiny.generate(ids, max_new_tokens=5, num_beams=2, eos_token_id=eos, length_penalty=penalty,
+                      early_stopping=stopping)
     assert tiny.trace_count == count
+    # A ninth EOS id needs a longer EOS vector: a new program, and trace_count says so.
+    tiny.generate(ids, max_new_tokens=5, num_beams=2, eos_token_id=list(range(1, 10)))
+    assert tiny.trace_count == count + 1
+    tiny.generate(ids, max_new_tokens=5, num_beams=2, eos_token_id=list(range(1, 12)))
+    assert tiny.trace_count == count + 1
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "opt-tiny", "t5-v1_1-tiny"])
+def test_beam_search_with_two_eos_ids_matches_transformers(name):
+    ref = generation_reference(name)
+    gen = generator(name)
+    ids, mask = reference(name)["input_ids"], reference(name)["attention_mask"]
+    out = gen.generate(ids, attention_mask=mask, max_new_tokens=NEW, num_beams=4, num_return_sequences=2,
+                       eos_token_id=ref["beam_eos2_ids"].tolist(), pad_token_id=1, output_scores=True)
+    expected = ref["beam_eos2_sequences"]
+    np.testing.assert_array_equal(out.sequences[:, :expected.shape[1]], expected)
+    assert (out.sequences[:, expected.shape[1]:] == 1).all()
+    np.testing.assert_allclose(out.sequences_scores, ref["beam_eos2_scores"], atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("bad,words", [

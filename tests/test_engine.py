@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from conftest import reference
+from conftest import fixture_path, generation_reference, generator, reference
 from xlagen.engine import GenerationArgumentError
 
 
@@ -54,8 +54,9 @@ def test_one_dimensional_input_is_one_row(tiny):
 
 def test_max_length_counts_the_prompt(tiny):
     assert tiny.generate([[5, 6, 7]], max_length=10).shape == (1, 10)
-    # transformers' default max_length is 20
-    assert tiny.generate([[5, 6, 7]]).shape == (1, 20)
+    # transformers reads its untouched default max_length of 20 as 20 new tokens, within the positions
+    assert tiny.generate([[5, 6, 7]]).shape == (1, 23)
+    assert tiny.generate([[5] * 50]).shape == (1, 64)
     with pytest.raises(GenerationArgumentError, match="max_new_tokens"):
         tiny.generate([[5, 6, 7]], max_length=3)
 
@@ -77,3 +78,69 @@ def test_generate_text_round_trips_through_the_tokenizer(tiny):
 def test_logits_shape_and_dtype(tiny):
     logits = tiny.logits([[1, 2, 3]])
     assert logits.shape == (1, 3, tiny.config.vocab_size) and logits.dtype == np.float32
+
+
+def test_logits_share_a_program_per_bucket_and_the_cache_is_bounded():
+    from xlagen.engine import load
+    gen = load(fixture_path("gpt2-tiny"), max_programs=2)
+    rng = np.random.RandomState(1)
+    first = rng.randint(1, 300, size=(1, 20))
+    full = gen.logits(first)
+    count = gen.trace_count
+    for width in range(17, 25):  # one bucket of 8
+        gen.logits(rng.randint(1, 300, size=(1, width)))
+    assert gen.trace_count == count
+    for width in (3, 30, 40, 50):  # four more buckets, two kept
+        gen.logits(rng.randint(1, 300, size=(1, width)))
+        assert len(gen._programs) <= 2
+    assert gen.trace_count == count + 4
+    gen.generate([[5, 6, 7]], max_new_tokens=2)  # generate programs share the bound
+    assert len(gen._programs) == 2
+    # A dropped program compiles again when it is needed again, and computes the same.
+    np.testing.assert_array_equal(gen.logits(first), full)
+    assert gen.trace_count == count + 6
+
+
+def test_bucketed_logits_equal_unbucketed(tiny):
+    ids = np.random.RandomState(2).randint(1, 300, size=(2, 11))
+    np.testing.assert_allclose(tiny.logits(ids), tiny.logits(ids, pad_to_multiple_of=1), atol=1e-4)
+    t5 = generator("t5-v1_1-tiny")
+    ref = reference("t5-v1_1-tiny")
+    args = dict(attention_mask=ref["attention_mask"], decoder_input_ids=ref["decoder_input_ids"][:, :5])
+    np.testing.assert_allclose(t5.logits(ref["input_ids"], **args), t5.logits(ref["input_ids"], pad_to_multiple_of=1, **args),
+                               atol=1e-4)
+
+
+def test_the_loop_and_the_generator_never_ask_the_model_kind():
+    import inspect
+    from xlagen.engine import decode, generator as generator_module
+    for module in (decode, generator_module):
+        assert "is_encoder_decoder" not in inspect.getsource(module)
+
+
+@pytest.mark.parametrize("name", ["opt-tiny", "t5-v1_1-tiny"])
+def test_missing_mask_is_inferred_from_the_pad_id_as_transformers_does(name):
+    ref = generation_reference(name)
+    gen = generator(name)
+    ids = ref["nomask_input_ids"]
+    np.testing.assert_array_equal(gen.generate(ids, max_new_tokens=12), ref["nomask_greedy"])
+    np.testing.assert_array_equal(gen.generate(ids, max_new_tokens=12, num_beams=3), ref["nomask_beam"])
+
+
+def test_mask_is_not_inferred_when_the_pad_id_is_an_eos_id(tiny):
+    ids = [[0, 0, 5, 6, 7]]  # gpt2-tiny: pad falls back to EOS 0
+    with pytest.warns(UserWarning, match="cannot be inferred"):
+        unmasked = tiny.generate(ids, max_new_tokens=4)
+    np.testing.assert_array_equal(unmasked, tiny.generate(ids, attention_mask=np.ones((1, 5), np.int32), max_new_tokens=4))
+
+
+@pytest.mark.parametrize("variant", ["derived", "explicit", "absent"])
+def test_generation_defaults_come_from_where_transformers_takes_them(variant, tmp_path):
+    """config.json with legacy generation keys (num_beams=3, max_length=9, ...) beside a derived
+    generation_config.json, an explicit one, or none: the same defaults as transformers."""
+    from legacy_folders import legacy_folder
+    from xlagen.engine import load
+    ref = generation_reference("legacy")
+    gen = load(legacy_folder(fixture_path("gpt2-tiny"), variant, str(tmp_path / variant)))
+    out = gen.generate(ref["input_ids"], attention_mask=ref["attention_mask"])
+    np.testing.assert_array_equal(out, ref[f"{variant}_sequences"])

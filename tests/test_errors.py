@@ -21,7 +21,7 @@ from xlagen.engine import options
 from xlagen.engine import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
                            XlagenError, load)
 
-# (keyword options, words the message must hold); every one is refused by options.resolve.
+# (keyword options, words the message must hold); every one is refused by options.parse.
 BAD_OPTIONS = [
     (dict(num_beams=0), "num_beams must be >= 1"),
     (dict(do_sample=True, top_p=0.0), r"top_p must be in \(0.0, 1.0\]"),
@@ -70,6 +70,12 @@ BAD_INPUTS = [
     (dict(input_ids=[[1, 2]], attention_mask=[[1, 2]]), "only 0 \\(padding\\) and 1"),
     (dict(input_ids=[[1, 2]], attention_mask=[[0, 0]]), "all padding"),
     (dict(input_ids=[[1] * 60], max_new_tokens=10), "plus max_new_tokens=10 is 70, beyond the model's 64 positions"),
+    # Checked before the narrowing cast: 2**32 + 5 must not wrap to the valid id 5.
+    (dict(input_ids=np.array([[2**32 + 5, 7, 8]], np.int64)), r"input_ids holds values outside the int32 range: \[4294967301\]"),
+    (dict(input_ids=np.array([[-2**40, 7]], np.int64)), "outside the int32 range"),
+    (dict(input_ids=np.array([[2**64 - 1, 7]], np.uint64)), "outside the int32 range"),
+    (dict(input_ids=[[5, 7]], attention_mask=np.array([[2**32 + 1, 1]], np.int64)),
+     "attention_mask holds values outside the int32 range"),
 ]
 
 
@@ -80,6 +86,20 @@ def test_bad_input_is_refused_before_compiling(tiny, kwargs, words):
     with pytest.raises(GenerationArgumentError, match=words):
         tiny.generate(**kwargs)
     assert tiny.trace_count == count
+
+
+def test_logits_check_positions_and_memory_as_generate_does(tiny):
+    count = tiny.trace_count
+    # Under XLA an out-of-range position id would be clamped into plausible logits.
+    with pytest.raises(GenerationArgumentError, match=r"longest input \(74 tokens\) is beyond the model's 64 positions"):
+        tiny.logits([[1] * 74])
+    with pytest.raises(GenerationArgumentError, match="outside the int32 range"):
+        tiny.logits(np.array([[2**32 + 5]], np.int64))
+    with pytest.raises(MemoryLimitError, match=r"logits [\d.]+ MiB.*above the memory limit"):
+        tiny.logits([[1] * 60] * 64, memory_limit=2**20)
+    assert tiny.trace_count == count
+    # Padding does not count: a left-padded row of 60 real tokens fits.
+    assert tiny.logits([[0] * 14 + [1] * 60], attention_mask=[[0] * 14 + [1] * 60]).shape == (1, 74, 384)
 
 
 def test_right_padding_warns_for_decoder_only(tiny):
@@ -252,6 +272,6 @@ def test_random_safetensors_headers_give_only_xlagen_errors(tmp_path_factory, da
 def test_random_options_give_only_argument_errors(kwargs):
     gen = generator("gpt2-tiny")
     try:
-        options.resolve(kwargs, gen.generation_config, gen.config, 3, gen.vocab_size)
+        options.parse(kwargs, gen.generation_config, gen.config, 3, gen.vocab_size)
     except GenerationArgumentError:
         pass

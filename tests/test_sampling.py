@@ -21,11 +21,9 @@ def _same_logits(actual, expected):
 
 def _knobs(**values):
     k = dict(eos_ids=[NO_TOKEN], pad_id=0, min_new_tokens=0, repetition_penalty=1.0, temperature=1.0, top_k=0,
-             top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0, decoder_start_id=0)
+             top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0, early_stopping=0, decoder_start_id=0)
     k.update(values)
-    dtypes = dict(repetition_penalty=tf.float32, temperature=tf.float32, top_p=tf.float64, min_p=tf.float32,
-                  length_penalty=tf.float64)
-    return decode.Knobs(**{n: tf.constant(v, dtypes.get(n, tf.int32)) for n, v in k.items()})
+    return decode.Knobs(**{n: tf.constant(v, getattr(decode.KNOB_DTYPES, n)) for n, v in k.items()})
 
 
 CASES = {
@@ -155,16 +153,24 @@ def test_rows_draw_independently_and_returns_are_grouped(tiny):
     assert len({tuple(r) for r in out[:3, 3:].tolist()}) > 1
 
 
-def test_output_scores_are_logprobs_of_chosen_tokens(tiny):
+def test_output_scores_are_the_processed_scores_of_each_step(tiny):
     ids = [[5, 6, 7, 8]]
     res = tiny.generate(ids, max_new_tokens=3, output_scores=True, eos_token_id=None)
-    assert res.sequences.shape == (1, 7) and res.scores.shape == (1, 3) and res.scores.dtype == np.float32
-    logits = tiny.logits(res.sequences[:, :-1]).astype(np.float64)
-    logprobs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
-    expected = [logprobs[0, 3 + i, res.sequences[0, 4 + i]] for i in range(3)]
-    np.testing.assert_allclose(res.scores[0], expected, atol=1e-4)
-    sampled = tiny.generate(ids, max_new_tokens=3, output_scores=True, do_sample=True, top_k=5, seed=0)
-    assert (sampled.scores <= 0).all()
+    assert res.sequences.shape == (1, 7) and res.transition_scores.shape == (1, 3)
+    assert len(res.scores) == 3 and res.scores[0].shape == (1, tiny.vocab_size) and res.scores[0].dtype == np.float32
+    # Greedy without processors: each step's scores are the model's logits, the transition score the chosen one's.
+    logits = tiny.logits(res.sequences[:, :-1])
+    for i in range(3):
+        np.testing.assert_allclose(res.scores[i][0], logits[0, 3 + i], atol=1e-4)
+    np.testing.assert_allclose(res.transition_scores[0], [logits[0, 3 + i, res.sequences[0, 4 + i]] for i in range(3)],
+                               atol=1e-4)
+    assert res.sequences_scores is None
+    # Sampling: the warped scores (top-k leaves 5 finite entries), and the drawn token is one of them.
+    sampled = tiny.generate(ids, max_new_tokens=3, output_scores=True, do_sample=True, top_k=5, seed=0,
+                            eos_token_id=None)
+    for i, step in enumerate(sampled.scores):
+        assert np.isfinite(step[0]).sum() == 5
+        assert sampled.transition_scores[0, i] == step[0, sampled.sequences[0, 4 + i]]
 
 
 @pytest.mark.parametrize("bad,words", [
