@@ -72,6 +72,8 @@ ROWS = {
 # Issue 7's targets: xlagen ms/step / transformers TF+XLA ms/step in the same run (first: first-call seconds).
 TARGETS = {"greedy": 0.85, "beam4": 0.6, "beam4_long": 0.5, "topp": 0.65, "greedy_b16": 0.8}
 FIRST_CALL_TARGET = ("greedy", 0.3)
+# BENCHMARKS.md's hand-written notes start at this line; a new run rewrites only what is above it.
+NOTES_MARKER = "<!-- Everything below this line is written by hand; tools/bench.py keeps it when it rewrites the table above. -->"
 FLOOR_TARGET = ("greedy", 0.9)
 
 
@@ -286,8 +288,11 @@ def main(argv=None):
             "around the row's own timing.", ""]
     text += lines + ["", "Targets (issue 7):", ""] + verdicts + [""]
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "BENCHMARKS.md"), "w") as f:
-        f.write("\n".join(text))
+    path = os.path.join(args.out, "BENCHMARKS.md")
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else ""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(text) + ("\n" + notes if notes else ""))
     with open(os.path.join(args.out, "BENCHMARKS.json"), "w") as f:
         json.dump(dict(machine=machine, rows=results), f, indent=1)
     print("\n".join(lines + [""] + verdicts))
