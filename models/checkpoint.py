@@ -15,8 +15,10 @@ from .errors import CheckpointFormatError, CheckpointNotFoundError
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-# What a Hub download fetches: everything xlagen reads, nothing else.
-HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", SAFETENSORS_FILE, SAFETENSORS_INDEX, "*.safetensors"]
+# What a Hub download fetches besides the weights: config.json, then what is there of the rest.
+HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json"]
+# A shard named by an index is a plain file name in the same folder.
+_SHARD_NAME = re.compile(r"[A-Za-z0-9_][\w.-]*\.safetensors")
 
 
 # The small GPT-2 shipped inside the package (tools/train_default.py), used when no model is named.
@@ -40,16 +42,59 @@ def resolve(name_or_path=None):
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", path) or os.path.exists(path):
         raise CheckpointNotFoundError(f"model folder {path!r} does not exist (expected a folder holding config.json and model.safetensors)")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
     except ImportError:
         raise CheckpointNotFoundError(
             f"{path!r} is not a local folder, and huggingface_hub is not installed to fetch it from the Hub. "
             f"Either `pip install 'xlagen[hub]'`, or download config.json, model.safetensors and tokenizer.json "
             f"of {path!r} into a folder and pass that folder.") from None
+    return _fetch(path, hf_hub_download, EntryNotFoundError)
+
+
+def _fetch(repo_id, hf_hub_download, EntryNotFoundError):
+    """Download exactly the files xlagen reads from Hub repo `repo_id` into huggingface_hub's cache:
+    config.json; generation_config.json and tokenizer.json when present; then
+    model.safetensors.index.json and the shards its weight_map names, or else model.safetensors.
+    Other files (another checkpoint's safetensors, pickles) are never requested. Every file
+    comes from the commit config.json came from. Returns the local snapshot folder."""
+    def get(filename, required=True):
+        try:
+            return hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
+        except EntryNotFoundError:
+            if required:
+                raise
+            return None
+
+    revision = None
     try:
-        return snapshot_download(repo_id=path, allow_patterns=HUB_FILES)
-    except Exception as e:  # huggingface_hub raises many kinds: offline, unknown repo, ...
-        raise CheckpointNotFoundError(f"could not fetch {path!r} from the Hub ({type(e).__name__}: {e}); pass a local folder instead") from e
+        config = get("config.json")
+        folder = os.path.dirname(config)
+        revision = os.path.basename(folder)  # the snapshot folder is named by the commit it holds
+        for name in HUB_FILES[1:]:
+            get(name, required=False)
+        index = get(SAFETENSORS_INDEX, required=False)
+        if index is None:
+            if get(SAFETENSORS_FILE, required=False) is None:
+                raise CheckpointNotFoundError(
+                    f"Hub repo {repo_id!r} has neither {SAFETENSORS_FILE} nor {SAFETENSORS_INDEX}; xlagen reads only "
+                    f"safetensors weights (convert pickled ones once with transformers' save_pretrained)")
+            return folder
+        weight_map = read_json(index).get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        bad = [s for s in shards if not isinstance(s, str) or not _SHARD_NAME.fullmatch(s)]
+        if not shards or bad:
+            raise CheckpointFormatError(
+                f"{SAFETENSORS_INDEX} of Hub repo {repo_id!r} must map tensor names to shard file names in its own "
+                f"folder (plain names ending in .safetensors); found {bad[:3] or 'no weight_map'}")
+        for shard in shards:
+            get(shard)
+        return folder
+    except (CheckpointNotFoundError, CheckpointFormatError):
+        raise
+    except Exception as e:  # huggingface_hub raises many kinds: offline, unknown repo, missing file, ...
+        raise CheckpointNotFoundError(f"could not fetch {repo_id!r} from the Hub ({type(e).__name__}: {e}); "
+                                      f"pass a local folder instead") from e
 
 
 def read_json(path, required=True):
