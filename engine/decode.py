@@ -288,7 +288,9 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
     set, scored as sum of log-probs / generated length ** length_penalty. transformers takes
     K = (1 + number of EOS ids) * G, enough for G candidates that do not end; K here is
     (1 + E) * G for the padded EOS vector's length E, which gives the same beams (the extra
-    candidates rank below them) and keeps K out of the program key within an EOS bucket.
+    candidates rank below them) and keeps K out of the program key within an EOS bucket. The
+    larger top-k measured within noise: GPT-2 beam-4 step 30.1-30.7 ms with K = 2G, 30.6-31.0
+    with K = 9G; T5 9.9-10.9 against 10.1-11.4.
     """
     batch, prompt_len = dim(history, 0), history.shape[1]
     beams, vocab = strategy.group, logits.shape[-1]

@@ -269,7 +269,8 @@ class Generator:
             detail = ", ".join(f"{name} {_size(n)}" for name, n in parts.items())
             raise MemoryLimitError(
                 f"this call needs about {_size(total)} ({detail}; {what}), above the memory limit of {_size(limit)}. "
-                f"{advice}, or raise the limit with generate(..., memory_limit=BYTES) or load(..., memory_limit=BYTES)")
+                f"{advice}, or raise the limit for this call with memory_limit=BYTES or for the Generator with "
+                f"load(..., memory_limit=BYTES)")
 
     # -- generate ---------------------------------------------------------------------------
 
@@ -457,7 +458,8 @@ class Generator:
             scored = decoder.shape[1]
             # The decoder is causal: padding on the right changes none of the scored positions.
             decoder = np.pad(decoder, ((0, 0), (0, -scored % multiple)))
-        self._check_positions(f"the longest input ({int(mask.sum(axis=1).max())} tokens)", int(mask.sum(axis=1).max()))
+        longest = int(mask.sum(axis=1).max())
+        self._check_positions(f"the longest input ({longest} tokens)", longest)
         ids, mask = self._pad_left(ids, mask, multiple, 0)
         batch, width = ids.shape
         parts = self.model.forward_memory_estimate(batch, width, None if decoder is None else decoder.shape[1])

@@ -144,3 +144,28 @@ def test_generation_defaults_come_from_where_transformers_takes_them(variant, tm
     gen = load(legacy_folder(fixture_path("gpt2-tiny"), variant, str(tmp_path / variant)))
     out = gen.generate(ref["input_ids"], attention_mask=ref["attention_mask"])
     np.testing.assert_array_equal(out, ref[f"{variant}_sequences"])
+
+
+def test_program_cache_is_safe_across_threads():
+    import threading
+    from xlagen.engine import load
+    gen = load(fixture_path("gpt2-tiny"), max_programs=2)
+    rng = np.random.RandomState(3)
+    inputs = [rng.randint(1, 300, size=(1, width)) for width in (3, 11, 19, 27)] * 2  # four buckets, each twice
+    expected = [gen.logits(ids) for ids in inputs]
+    results, errors = [None] * len(inputs), []
+
+    def work(i):
+        try:
+            results[i] = gen.logits(inputs[i])
+        except Exception as e:  # noqa: BLE001 - collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(gen._programs) <= 2
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
