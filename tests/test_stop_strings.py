@@ -1,0 +1,200 @@
+"""Stop strings: engine/stop_strings.py's tables and kernels/stopping.py's matcher against what
+transformers' StopStringCriteria gave on the fixture tokenizers (tools/make_stop_fixtures.py)."""
+import functools
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tokenizers import Tokenizer
+
+from conftest import FIXTURES, fixture_path
+from xlagen.engine.stop_strings import StopArrays, clean_token_strings, stop_string_tables
+from xlagen.kernels.search import NO_TOKEN
+from xlagen.kernels.stopping import stop_string_hits
+from xlagen.models import GenerationArgumentError
+
+TOKENIZERS = ("gpt2-tiny", "opt-tiny", "t5-v1_1-tiny")
+SLOTS = 64  # history width S
+FUTURE = 5  # empty slots after the newest token
+
+
+@functools.lru_cache(maxsize=None)
+def recorded():
+    with np.load(os.path.join(FIXTURES, "reference", "stop_strings.npz"), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+@functools.lru_cache(maxsize=None)
+def tokenizer(name):
+    return Tokenizer.from_file(os.path.join(fixture_path(name), "tokenizer.json"))
+
+
+def sets(name):
+    """{set name: (strings, raises)} recorded for a tokenizer."""
+    ref, prefix = recorded(), name + "/"
+    names = sorted({k[len(prefix):].split("/")[0] for k in ref if k.startswith(prefix) and k.count("/") == 2})
+    return {s: (json.loads(str(ref[f"{prefix}{s}/strings"])), bool(ref[f"{prefix}{s}/raises"])) for s in names}
+
+
+def matchable(name):
+    return {s: strings for s, (strings, raises) in sets(name).items() if not raises}
+
+
+def histories(ids, length, future=None):
+    """Recorded sequences [K, T] (left padded with -1) right-aligned to end at slot length-1 of a
+    [K, SLOTS] history: NO_TOKEN before them, `future` (default NO_TOKEN) after."""
+    k, t = ids.shape
+    history = np.full((k, SLOTS), NO_TOKEN, np.int32)
+    history[:, length - t:length] = np.where(ids < 0, NO_TOKEN, ids)
+    if future is not None:
+        history[:, length:] = future[:, :SLOTS - length]
+    return history
+
+
+def padded(arrays, shapes):
+    """StopArrays padded up to larger shapes with the values that never match."""
+    fills = StopArrays(positions=-1, end_lengths=-1, token_lengths=-1, string_lengths=0, strings=-1)
+    return StopArrays(*(np.pad(a, [(0, s - n) for n, s in zip(a.shape, shape)], constant_values=fill)
+                        for a, shape, fill in zip(arrays, shapes, fills)))
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_clean_tokens_and_tables_match_transformers(name):
+    ref = recorded()
+    clean = clean_token_strings(tokenizer(name))
+    expected = json.loads(str(ref[f"{name}/clean"]))
+    assert [clean.get(i) for i in range(len(expected))] == expected
+    for set_name, strings in matchable(name).items():
+        tables = stop_string_tables(tokenizer(name), strings)
+        a, key = tables.arrays, f"{name}/{set_name}"
+        p, e = int(ref[key + "/max_positions"]), int(ref[key + "/max_end_lengths"])
+        assert (tables.max_positions, tables.max_end_lengths) == (p, e), key
+        n = len(strings)
+        # transformers' embedding vector: positions of each string, end overlaps of each, token length.
+        vec = np.concatenate([a.positions[:, :n, :p].reshape(-1, n * p), a.end_lengths[:, :n, :e].reshape(-1, n * e),
+                              a.token_lengths[:, None]], axis=1)
+        np.testing.assert_array_equal(vec, ref[key + "/embedding"], err_msg=key)
+        assert tables.key == (a.positions.shape[0], *a.positions.shape[1:2], a.strings.shape[1],
+                              a.positions.shape[2], a.end_lengths.shape[2])
+        assert tables.max_tokens == max(len(s) for s in strings)
+        assert all(x.dtype == np.int32 for x in a)
+
+
+TRACES = []
+
+
+@functools.lru_cache(maxsize=None)
+def compiled():
+    """One XLA program for every recorded set of every tokenizer: (function, table shapes, rows).
+    The tables are padded to the largest shapes among them, which must change nothing."""
+    arrays = [stop_string_tables(tokenizer(name), strings).arrays
+              for name in TOKENIZERS for strings in matchable(name).values()]
+    shapes = StopArrays(*(tuple(np.max([a[i].shape for a in arrays], axis=0)) for i in range(len(StopArrays._fields))))
+    rows = max(v.shape[0] for k, v in recorded().items() if k.endswith("/ids"))
+    spec = StopArrays(*(tf.TensorSpec(s, tf.int32) for s in shapes))
+
+    @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, SLOTS], tf.int32),
+                                                    tf.TensorSpec([], tf.int32), spec])
+    def hits(history, length, tables):
+        TRACES.append(1)
+        return stop_string_hits(history, length, tables)
+
+    return hits, shapes, rows
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_hits_match_transformers_compiled(name):
+    ref = recorded()
+    hits, shapes, rows = compiled()
+    rng = np.random.default_rng(0)
+    for set_name, strings in matchable(name).items():
+        ids, expected = ref[f"{name}/{set_name}/ids"], ref[f"{name}/{set_name}/hits"]
+        tables = padded(stop_string_tables(tokenizer(name), strings).arrays, shapes)
+        # Future slots empty, then filled with random tokens the match must not read.
+        for length, future in ((SLOTS - FUTURE, None), (ids.shape[1] + 3, rng.integers(0, 384, (len(ids), SLOTS)))):
+            history = histories(ids, length, future)
+            # Rows padded to one count, so that XLA compiles one executable (the batch is unknown to the trace).
+            history = np.concatenate([history, np.full((rows - len(ids), SLOTS), NO_TOKEN, np.int32)])
+            got = hits(history, np.int32(length), tables).numpy()
+            assert not got[len(ids):].any()
+            wrong = np.flatnonzero(got[:len(ids)] != expected)
+            assert not len(wrong), (f"{name}/{set_name} {len(wrong)} of {len(ids)} differ, e.g. ids "
+                                    f"{ids[wrong[0]][ids[wrong[0]] >= 0].tolist()} transformers {expected[wrong[0]]}")
+    assert len(TRACES) == 1
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_hits_match_transformers_eager(name):
+    ref = recorded()
+    for set_name, strings in matchable(name).items():
+        ids, expected = ref[f"{name}/{set_name}/ids"], ref[f"{name}/{set_name}/hits"]
+        tables = stop_string_tables(tokenizer(name), strings).arrays  # its own bucket
+        got = stop_string_hits(tf.constant(histories(ids, SLOTS - FUTURE)), tf.constant(SLOTS - FUTURE), tables)
+        assert got.dtype == tf.bool and got.shape == (len(ids),)
+        np.testing.assert_array_equal(got.numpy(), expected, err_msg=f"{name}/{set_name}")
+
+
+def test_no_token_and_short_histories_never_match():
+    tables = stop_string_tables(tokenizer("gpt2-tiny"), ["e", ":"]).arrays
+    e = tokenizer("gpt2-tiny").token_to_id("e")
+    history = np.full((3, 8), NO_TOKEN, np.int32)
+    history[1, 0] = e
+    history[2, :] = e
+    for length, expected in ((0, [False, False, False]), (1, [False, True, True]), (2, [False, False, True])):
+        got = stop_string_hits(tf.constant(history), tf.constant(length), tables).numpy()
+        assert got.tolist() == expected, length
+
+
+def test_generate_with_stop_string_stops_where_transformers_does():
+    """transformers' greedy generate with stop_strings, replayed on its own tokens without them: a
+    row finishes at EOS or at the first step whose history ends with the stop string."""
+    ref = recorded()
+    options = json.loads(str(ref["generate/options"]))
+    ids, mask = ref["generate/input_ids"], ref["generate/attention_mask"]
+    plain, expected = ref["generate/plain"], ref["generate/sequences"]
+    tables = stop_string_tables(tokenizer("gpt2-tiny"), options["stop_strings"]).arrays
+    width, steps = ids.shape[1], options["max_new_tokens"]
+    history = np.where(mask > 0, ids, NO_TOKEN).astype(np.int32)
+    history = np.concatenate([history, plain[:, width:]], axis=1)
+    finished = np.zeros(len(ids), bool)
+    out = plain.copy()
+    for step in range(steps):
+        out[finished, width + step] = options["pad_token_id"]
+        done = stop_string_hits(tf.constant(history), tf.constant(width + step + 1), tables).numpy()
+        finished |= done | (plain[:, width + step] == options["eos_token_id"])
+    np.testing.assert_array_equal(out, expected)
+    assert (expected != plain).any()
+
+
+def test_same_bucket_same_shapes():
+    tok = tokenizer("gpt2-tiny")
+    a = stop_string_tables(tok, ["the", "for"])
+    b = stop_string_tables(tok, ["if", " in"])
+    assert a.key == b.key
+    assert [x.shape for x in a.arrays] == [x.shape for x in b.arrays]
+    assert [x.dtype for x in a.arrays] == [x.dtype for x in b.arrays]
+    c = stop_string_tables(tok, ["the", "for", "if"])  # 3 strings: the next bucket
+    assert c.key != a.key and c.arrays.positions.shape[1] == 2 * a.arrays.positions.shape[1]
+    d = stop_string_tables(tok, "a much longer stop string")
+    assert d.arrays.strings.shape[1] > a.arrays.strings.shape[1]
+    assert stop_string_tables(tok, ("the", "for")) is a  # cached on the tokenizer and the strings
+    assert stop_string_tables(tok, "the").stop_strings == ("the",)
+
+
+@pytest.mark.parametrize("bad", [[], "", ["the", ""], [1], ["the", None], 5, None, {"the"}, b"the"])
+def test_bad_stop_strings(bad):
+    with pytest.raises(GenerationArgumentError, match="stop_strings"):
+        stop_string_tables(tokenizer("gpt2-tiny"), bad)
+
+
+def test_bad_tokenizer_and_unreachable_strings():
+    with pytest.raises(GenerationArgumentError, match="stop_strings.*tokenizer"):
+        stop_string_tables(None, ["the"])
+    for name in TOKENIZERS:
+        for strings, raises in sets(name).values():
+            if raises:  # transformers raised ValueError: no token can end any of the strings
+                with pytest.raises(GenerationArgumentError, match="stop_strings"):
+                    stop_string_tables(tokenizer(name), strings)
+    assert any(raises for name in TOKENIZERS for _, raises in sets(name).values())
