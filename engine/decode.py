@@ -32,6 +32,7 @@ class Knobs(NamedTuple):
     length_penalty: scalar float64, beam scores are divided by length ** length_penalty.
     early_stopping: scalar int32, beam search's stopping rule: EARLY_STOPPING[True | False | "never"].
     decoder_start_id: scalar int32, the first decoder token of encoder-decoders.
+    penalty_alpha: scalar float32, contrastive search's degeneration penalty.
     """
     eos_ids: tf.Tensor
     pad_id: tf.Tensor
@@ -45,13 +46,15 @@ class Knobs(NamedTuple):
     length_penalty: tf.Tensor
     early_stopping: tf.Tensor
     decoder_start_id: tf.Tensor
+    penalty_alpha: tf.Tensor
 
 
 # Each knob's dtype, and its shape when it is not a scalar (the EOS vector's length is the
 # program's Strategy.eos_slots).
 KNOB_DTYPES = Knobs(eos_ids=tf.int32, pad_id=tf.int32, min_new_tokens=tf.int32, repetition_penalty=tf.float32,
                     temperature=tf.float32, top_k=tf.int32, top_p=tf.float64, min_p=tf.float32, seed=tf.int32,
-                    length_penalty=tf.float64, early_stopping=tf.int32, decoder_start_id=tf.int32)
+                    length_penalty=tf.float64, early_stopping=tf.int32, decoder_start_id=tf.int32,
+                    penalty_alpha=tf.float32)
 EARLY_STOPPING = {False: 0, True: 1, "never": 2}
 # EOS id vectors are padded with NO_TOKEN to a multiple of this: up to 8 EOS ids share a program.
 EOS_SLOTS = 8
@@ -76,15 +79,17 @@ def knob_tensors(opts):
     values = Knobs(eos_ids=eos, pad_id=opts.pad_token_id, min_new_tokens=opts.min_new_tokens,
                    repetition_penalty=opts.repetition_penalty, temperature=opts.temperature, top_k=opts.top_k,
                    top_p=opts.top_p, min_p=opts.min_p, seed=list(opts.seed), length_penalty=opts.length_penalty,
-                   early_stopping=EARLY_STOPPING[opts.early_stopping], decoder_start_id=opts.decoder_start_token_id)
+                   early_stopping=EARLY_STOPPING[opts.early_stopping], decoder_start_id=opts.decoder_start_token_id,
+                   penalty_alpha=opts.penalty_alpha)
     return Knobs(*(tf.constant(v, dtype) for v, dtype in zip(values, KNOB_DTYPES)))
 
 
 class Strategy(NamedTuple):
     """The static choices of a program (a new program when they change).
 
-    kind: "greedy", "sample" or "beam".
-    group: G, rows decoded per prompt (num_return_sequences when sampling, num_beams in beam search).
+    kind: "greedy", "sample", "beam" or "contrastive".
+    group: G, rows decoded per prompt (num_return_sequences when sampling, num_beams in beam search,
+      top_k in contrastive search: its candidates are the rows of the group).
     returns: sequences returned per prompt (num_return_sequences).
     no_repeat_ngram_size: python int, 0 is off.
     eos_slots: E, the length of the padded EOS id vector (a multiple of EOS_SLOTS).
@@ -100,8 +105,9 @@ class Strategy(NamedTuple):
 
 def strategy_for(opts):
     """The static part of a call's options (engine.options.Options) as a Strategy."""
-    kind = "beam" if opts.num_beams > 1 else "sample" if opts.do_sample else "greedy"
-    group = opts.num_beams if kind == "beam" else opts.num_return_sequences
+    kind = ("beam" if opts.num_beams > 1 else "sample" if opts.do_sample
+            else "contrastive" if opts.penalty_alpha > 0 else "greedy")
+    group = {"beam": opts.num_beams, "contrastive": opts.top_k}.get(kind, opts.num_return_sequences)
     return Strategy(kind, group, opts.num_return_sequences, opts.no_repeat_ngram_size,
                     eos_slots(opts.eos_token_ids), opts.output_scores)
 
@@ -173,13 +179,21 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
         "steps": scalar int32, the steps the loop ran;
         "sequences_scores": [B*R] float32, beam search only: the length-penalised score.
     """
-    logits, model_state, prefix = model.prefill(input_ids, attention_mask, knobs.decoder_start_id,
-                                                max_new_tokens, strategy.group)
+    contrastive = strategy.kind == "contrastive"
+    logits, model_state, prefix, *hidden = model.prefill(input_ids, attention_mask, knobs.decoder_start_id,
+                                                         max_new_tokens, strategy.group,
+                                                         **({"hidden": True} if contrastive else {}))
     # The processors see what transformers' do: the prefix as given, valid padding ids included.
     valid = tf.logical_and(prefix >= 0, prefix < logits.shape[-1])
     history = tf.where(valid, prefix, search.NO_TOKEN)
-    loop = beam_search if strategy.kind == "beam" else sample_or_greedy
-    tokens, extra = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
+    if contrastive:
+        from .contrastive import contrastive_search  # it builds on this module's processors
+        # hidden: [B, S, E], the prefix's final hidden states (the context the candidates are compared with)
+        tokens, extra = contrastive_search(model, logits, model_state, history, max_new_tokens, knobs, strategy,
+                                           hidden[0])
+    else:
+        loop = beam_search if strategy.kind == "beam" else sample_or_greedy
+        tokens, extra = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
     out = {"sequences": tf.concat([tf.repeat(prefix, strategy.returns, axis=0), tokens], axis=1)}
     if strategy.output_scores:
         out.update(extra)

@@ -23,7 +23,7 @@ DEFAULTS = {
     "num_beams": 1, "num_return_sequences": 1, "length_penalty": 1.0, "early_stopping": False,
     "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
     "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "decoder_start_token_id": None,
-    "output_scores": False,
+    "output_scores": False, "penalty_alpha": None,
 }
 # The generation keys (and transformers' defaults) whose non-default value in config.json sends
 # transformers 4.57 down its legacy path (PretrainedConfig._get_global_generation_defaults).
@@ -61,6 +61,7 @@ class Options:
     top_p: float
     min_p: float
     repetition_penalty: float
+    penalty_alpha: float  # contrastive search when > 0 with top_k > 1 (greedy mode only)
     seed: tuple  # two int32 halves of the stateless RNG seed
     memory_limit: object  # bytes a call may allocate, or None for the Generator's limit
 
@@ -184,6 +185,17 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
                         top_p=_float("top_p", merged["top_p"], 0.0, 1.0, low_open=True),
                         min_p=_float("min_p", 0.0 if merged["min_p"] is None else merged["min_p"], 0.0, 1.0))
     penalty = _float("repetition_penalty", merged["repetition_penalty"], 0.0, float("inf"), low_open=True)
+    alpha = _float("penalty_alpha", 0.0 if merged["penalty_alpha"] is None else merged["penalty_alpha"], 0.0, 1.0)
+    if alpha > 0 and not do_sample and beams == 1:
+        # transformers' GenerationMode: contrastive search needs top_k > 1; its top_k is the candidate count.
+        candidates = _int("top_k", merged["top_k"], 0)
+        if candidates > 1:
+            if returns > 1:
+                raise GenerationArgumentError("contrastive search (penalty_alpha > 0) returns one sequence per prompt; "
+                                              "drop num_return_sequences")
+            sampling = dict(sampling, top_k=candidates)
+        else:
+            alpha = 0.0
     ngram = _int("no_repeat_ngram_size", merged["no_repeat_ngram_size"], 0)
 
     if merged["max_new_tokens"] is not None:
@@ -227,5 +239,5 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
                    pad_to_multiple_of=multiple, do_sample=do_sample, num_beams=beams, num_return_sequences=returns,
                    early_stopping=early_stopping, length_penalty=length_penalty,
                    no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),
-                   repetition_penalty=penalty, seed=_seed(merged["seed"]), memory_limit=memory_limit,
+                   repetition_penalty=penalty, penalty_alpha=alpha, seed=_seed(merged["seed"]), memory_limit=memory_limit,
                    **sampling)

@@ -1,8 +1,11 @@
 """What every xlagen model offers the decode loops, whatever its architecture.
 
-    prefill(input_ids [B, P], attention_mask [B, P], start_id [], max_new_tokens N, group G)
+    prefill(input_ids [B, P], attention_mask [B, P], start_id [], max_new_tokens N, group G, hidden=False)
         -> (logits [B, V] for the first new token, state, prefix [B, S])
-    step(tokens [B, G], state) -> (logits [B, G, V] for the next token, state)
+           with hidden=True also a 4th value: the final hidden states [B, S, E] float32 at
+           every prefix slot (see below)
+    step(tokens [B, G], state, hidden=False) -> (logits [B, G, V] for the next token, state)
+           with hidden=True (logits, state, hidden [B, G, E] float32 of the fed tokens)
     reorder(state, parents [B, G]) -> state      row g continues row parents[b, g]'s history
     logits(input_ids [B, T], attention_mask [B, T], decoder_input_ids [B, T'] or None) -> [B, T or T', V]
     continues_prompt: python bool (see below)
@@ -16,7 +19,14 @@ processors see as the sequence so far: the prompt as given (decoder-only, contin
 True) or the start token (encoder-decoder, continues_prompt False, where logits() scores
 decoder_input_ids given the encoder's input_ids).
 
-G is the number of rows decoded per prompt (samples or beams); they share the prompt's
+The hidden states (contrastive search's degeneration penalty) are the LM head's input, what
+transformers returns as the last entry of hidden_states (decoder_hidden_states): after the
+final norm (and OPT's project_out), before T5 v1.0's d_model**-0.5 rescale. Slot s of
+prefill's [B, S, E] belongs to prefix slot s; padding slots hold meaningless values, and the
+valid ones are those of state["layout"].prompt_mask [B, S]. hidden=False (the default) runs the
+same computation and returns exactly the values it always did.
+
+G is the number of rows decoded per prompt (samples, beams or contrastive candidates); they share the prompt's
 cache. `state` is a dict of tensors whose shapes never change during decoding; its
 "layout" entry is the kernels.cache.Layout that reorder acts on.
 """
@@ -121,29 +131,34 @@ class DecoderLM(CachedLM):
 
     continues_prompt = True
 
-    def prefill(self, input_ids, attention_mask, start_id, max_new_tokens, group=1):
+    def prefill(self, input_ids, attention_mask, start_id, max_new_tokens, group=1, hidden=False):
         """Run the left-padded prompt once and set up the cache for G rows of N new tokens.
 
         Args:
           input_ids, attention_mask: [B, P] int32 (P static); ids under padding may be anything.
           start_id: ignored (decoder-only models continue the prompt).
           max_new_tokens: python int N.  group: python int G, rows decoded per prompt.
+          hidden: python bool, also return the final hidden states of the prompt.
         Returns:
-          (logits [B, V] float32 for the first new token, decoding state, prefix: input_ids [B, P]).
+          (logits [B, V] float32 for the first new token, decoding state, prefix: input_ids [B, P]),
+          with hidden=True followed by the hidden states [B, P, E] float32 at every prompt position.
         """
-        hidden, kvs = self._prompt(embeddable(input_ids, attention_mask), attention_mask)
+        states, kvs = self._prompt(embeddable(input_ids, attention_mask), attention_mask)
         state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs),
                  "layout": cache.start_layout(attention_mask, group, max_new_tokens),
                  "position": positions.next_position(attention_mask)}
-        return self.head(hidden[:, -1]), state, input_ids
+        out = (self.head(states[:, -1]), state, input_ids)
+        return out + (states,) if hidden else out
 
-    def step(self, tokens, state):
+    def step(self, tokens, state, hidden=False):
         """Feed one token per row.
 
         Args:
           tokens: [B, G] int32.  state: as returned by prefill or step.
+          hidden: python bool, also return the fed tokens' final hidden states.
         Returns:
-          (logits [B, G, V] float32 for the following token, new state).
+          (logits [B, G, V] float32 for the following token, new state), with hidden=True
+          followed by the hidden states [B, G, E] float32.
         """
         b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
@@ -154,8 +169,9 @@ class DecoderLM(CachedLM):
             return tf.reshape(out, [b, g, self.num_heads * self.head_dim]), kv
 
         position = tf.broadcast_to((state["position"] + layout.step)[:, None], [b, g])
-        hidden, kvs = self._blocks(tokens, position, attend, state["kv"])
-        return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
+        states, kvs = self._blocks(tokens, position, attend, state["kv"])
+        out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
+        return out + (states,) if hidden else out
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Logits at every position in one forward pass.

@@ -227,27 +227,31 @@ class T5(CachedLM):
 
     continues_prompt = False
 
-    def prefill(self, input_ids, attention_mask, start_id, max_new_tokens, group=1):
+    def prefill(self, input_ids, attention_mask, start_id, max_new_tokens, group=1, hidden=False):
         """Encode once, then run the decoder start token.
 
         Args:
           input_ids, attention_mask: [B, S] int32 encoder input (padding anywhere).
           start_id: int32 scalar, the decoder start token.
           max_new_tokens: python int N.  group: python int G.
+          hidden: python bool, also return the start token's final decoder hidden state.
         Returns:
           (logits [B, V] float32 for the first new token, decoding state, prefix: the start
-          token [B, 1] int32).
+          token [B, 1] int32), with hidden=True followed by the decoder hidden states [B, 1, E]
+          float32 (after the final norm, before v1.0's head rescale).
         """
         mask = tf.cast(attention_mask, tf.int32)
         cross = self._cross_kv(self.encode(embeddable(input_ids, mask), mask))
         start = tf.fill([dim(input_ids, 0), 1], tf.cast(start_id, tf.int32))
-        hidden, kvs = self._decode_block(start, cross, mask)
+        states, kvs = self._decode_block(start, cross, mask)
         state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs), "cross": cross,
                  "enc_mask": mask, "layout": cache.start_layout(tf.ones_like(start), group, max_new_tokens)}
-        return self.head(hidden[:, -1]), state, start
+        out = (self.head(states[:, -1]), state, start)
+        return out + (states,) if hidden else out
 
-    def step(self, tokens, state):
-        """Feed one token per row: tokens [B, G] int32 -> (logits [B, G, V] float32, new state)."""
+    def step(self, tokens, state, hidden=False):
+        """Feed one token per row: tokens [B, G] int32 -> (logits [B, G, V] float32, new state),
+        with hidden=True followed by the decoder hidden states [B, G, E] float32."""
         b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
         layout, kvs = state["layout"], state["kv"]
@@ -265,8 +269,9 @@ class T5(CachedLM):
             out = attention.attend_shared(tf.reshape(q, shape), kv[0], kv[1], state["enc_mask"], 1.0)
             return tf.reshape(out, [b, g, self.num_heads * self.head_dim])
 
-        hidden, kvs = self._stack("decoder", tokens, attend_self, kvs, attend_cross, state["cross"])
-        return self.head(hidden), dict(state, kv=tuple(kvs), layout=cache.advance(layout))
+        states, kvs = self._stack("decoder", tokens, attend_self, kvs, attend_cross, state["cross"])
+        out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
+        return out + (states,) if hidden else out
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Decoder logits, teacher-forced, in one pass.
