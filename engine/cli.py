@@ -1,6 +1,6 @@
 """The `xlagen` command line.
 
-    xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] PROMPT...
+    xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT] PROMPT...
     xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
 """
 import argparse
@@ -12,7 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is impor
 # Generation options passed on only when given, so the checkpoint's defaults apply: (flag, type).
 OPTIONS = [("min-new-tokens", int), ("temperature", float), ("top-k", int), ("top-p", float), ("num-beams", int),
            ("num-return-sequences", int), ("length-penalty", float), ("repetition-penalty", float),
-           ("no-repeat-ngram-size", int), ("seed", int)]
+           ("no-repeat-ngram-size", int), ("seed", int), ("typical-p", float), ("epsilon-cutoff", float),
+           ("eta-cutoff", float), ("penalty-alpha", float)]
 
 
 def _add_options(parser):
@@ -22,12 +23,36 @@ def _add_options(parser):
     for flag, kind in OPTIONS:
         parser.add_argument("--" + flag, type=kind)
     parser.add_argument("--do-sample", action="store_true", default=None, help="sample instead of greedy decoding")
+    parser.add_argument("--bad-words", action="append", metavar="WORD", default=None,
+                        help="never generate WORD (repeatable): bans its tokens as written and after a space")
+    parser.add_argument("--stop", action="append", metavar="TEXT", default=None,
+                        help="end a completion at the token that completes TEXT (repeatable; stop_strings)")
 
 
-def _options(args):
+def bad_words_ids(tokenizer, words):
+    """Token id sequences that spell each word as written and after a space (byte-level BPE
+    tokenizes the two differently): transformers' bad_words_ids. Returns list[list[int]]."""
+    sequences = []
+    for word in words:
+        for text in (word, " " + word):
+            ids = tokenizer.encode(text, add_special_tokens=False).ids
+            if ids and ids not in sequences:
+                sequences.append(ids)
+    return sequences
+
+
+def _options(args, tokenizer=None):
     """The generation options given on the command line (export also has --output-scores)."""
     names = ["max_new_tokens", "do_sample", "output_scores"] + [f.replace("-", "_") for f, _ in OPTIONS]
-    return {n: getattr(args, n, None) for n in names if getattr(args, n, None) is not None}
+    given = {n: getattr(args, n, None) for n in names if getattr(args, n, None) is not None}
+    if args.stop:
+        given["stop_strings"] = args.stop
+    if args.bad_words:
+        if tokenizer is None:
+            from xlagen.models import GenerationArgumentError
+            raise GenerationArgumentError("--bad-words needs the checkpoint's tokenizer.json")
+        given["bad_words_ids"] = bad_words_ids(tokenizer, args.bad_words)
+    return given
 
 
 def _parser():
@@ -54,10 +79,11 @@ def main(argv=None):
     try:
         gen = load(args.model)
         if args.command == "export":
-            gen.export(args.out, prompt_length=args.prompt_length, batch_size=args.batch_size, **_options(args))
+            gen.export(args.out, prompt_length=args.prompt_length, batch_size=args.batch_size,
+                       **_options(args, gen.tokenizer))
             print(f"wrote {args.out}: serving_default takes input_ids, attention_mask [batch, {args.prompt_length}] int32")
             return 0
-        texts = gen.generate_text(args.prompts, **_options(args))
+        texts = gen.generate_text(args.prompts, **_options(args, gen.tokenizer))
     except XlagenError as e:
         print(f"xlagen: error: {e}", file=sys.stderr)
         return 2

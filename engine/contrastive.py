@@ -31,7 +31,7 @@ from tensorflow.compiler.tf2xla.python import xla
 from xlagen.kernels import cache, search
 from xlagen.kernels.shapes import dim
 
-from . import decode
+from . import decode, processing
 
 
 class ContrastiveState(NamedTuple):
@@ -83,7 +83,7 @@ def rank(probs, penalty, alpha):
     return tf.argmax(score, axis=-1, output_type=tf.int32)
 
 
-def contrastive_search(model, logits, model_state, history, max_new_tokens, knobs, strategy, hidden):
+def contrastive_search(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared, hidden):
     """transformers' contrastive search with K = strategy.group candidates. See decode.generate.
 
     Args:
@@ -92,6 +92,7 @@ def contrastive_search(model, logits, model_state, history, max_new_tokens, knob
       history: [B, S] int32, the prefix (NO_TOKEN for invalid ids).
       max_new_tokens: python int N.  knobs: decode.Knobs (penalty_alpha, EOS, processors).
       strategy: decode.Strategy, kind "contrastive", group K >= 2.
+      prepared: processing.Prepared, the processors' per-call tables.
       hidden: [B, S, E] float32, the prefix's final hidden states (prefill with hidden=True);
         its valid slots are model_state["layout"].prompt_mask.
     Returns:
@@ -108,7 +109,7 @@ def contrastive_search(model, logits, model_state, history, max_new_tokens, knob
 
     def body(state):
         length = prompt_len + state.step
-        scores = decode.process(state.logits, state.history, length, state.step, knobs, strategy)
+        scores = processing.scores(state.logits, state.history, length, state.step, knobs, strategy, prepared, 1)
         top_probs, candidates = tf.math.top_k(tf.nn.softmax(scores, axis=-1), k=group)  # [B, K]
         logits, model_state, states = model.step(candidates, state.model, hidden=True)
         states = unit(states)  # [B, K, E]
@@ -117,11 +118,13 @@ def contrastive_search(model, logits, model_state, history, max_new_tokens, knob
         best = rank(top_probs, degeneration_penalty(states, state.context, valid), alpha)  # [B]
         token, done = search.finish(tf.gather(candidates, best, batch_dims=1), state.done, knobs.eos_ids,
                                     knobs.pad_id)
+        history = cache.write_columns(state.history, token[:, None], length)
+        done = tf.logical_or(done, decode.stopped(history, length + 1, knobs, strategy))
         chosen = tf.gather(states, best, batch_dims=1)[:, None]  # [B, 1, E]
         zero = tf.constant(0, tf.int32)
         state = state._replace(
             step=state.step + 1, done=done,
-            history=cache.write_columns(state.history, token[:, None], length),
+            history=history,
             logits=tf.gather(logits, best, batch_dims=1),
             context=xla.dynamic_update_slice(state.context, chosen, tf.stack([zero, length, zero])),
             model=model.reorder(model_state, tf.broadcast_to(best[:, None], [batch, group])))

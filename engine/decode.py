@@ -12,8 +12,10 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from xlagen.kernels import cache, processors, sampling, search
+from xlagen.kernels import cache, sampling, search, stopping
 from xlagen.kernels.shapes import dim
+
+from . import processing
 
 # transformers' stand-in for an impossible score in beam search: finite, so sums stay ordered.
 _IMPOSSIBLE = -1.0e9
@@ -33,6 +35,7 @@ class Knobs(NamedTuple):
     early_stopping: scalar int32, beam search's stopping rule: EARLY_STOPPING[True | False | "never"].
     decoder_start_id: scalar int32, the first decoder token of encoder-decoders.
     penalty_alpha: scalar float32, contrastive search's degeneration penalty.
+    controls: processing.ControlKnobs, the numeric side of the other processors.
     """
     eos_ids: tf.Tensor
     pad_id: tf.Tensor
@@ -47,6 +50,7 @@ class Knobs(NamedTuple):
     early_stopping: tf.Tensor
     decoder_start_id: tf.Tensor
     penalty_alpha: tf.Tensor
+    controls: processing.ControlKnobs
 
 
 # Each knob's dtype, and its shape when it is not a scalar (the EOS vector's length is the
@@ -54,17 +58,19 @@ class Knobs(NamedTuple):
 KNOB_DTYPES = Knobs(eos_ids=tf.int32, pad_id=tf.int32, min_new_tokens=tf.int32, repetition_penalty=tf.float32,
                     temperature=tf.float32, top_k=tf.int32, top_p=tf.float64, min_p=tf.float32, seed=tf.int32,
                     length_penalty=tf.float64, early_stopping=tf.int32, decoder_start_id=tf.int32,
-                    penalty_alpha=tf.float32)
+                    penalty_alpha=tf.float32, controls=None)
 EARLY_STOPPING = {False: 0, True: 1, "never": 2}
 # EOS id vectors are padded with NO_TOKEN to a multiple of this: up to 8 EOS ids share a program.
 EOS_SLOTS = 8
 
 
-def knob_specs(eos_slots):
-    """The Knobs of a program as TensorSpecs, built from the Knobs fields themselves."""
-    shapes = {"eos_ids": [eos_slots], "seed": [2]}
-    return Knobs(*(tf.TensorSpec(shapes.get(name, []), dtype, name=name)
-                   for name, dtype in zip(Knobs._fields, KNOB_DTYPES)))
+def knob_specs(strategy, stop_specs=()):
+    """The Knobs of a program (its decode.Strategy) as TensorSpecs, built from the Knobs fields
+    themselves; stop_specs: the stop-string tables' specs (engine.stop_strings), () without."""
+    shapes = {"eos_ids": [strategy.eos_slots], "seed": [2]}
+    scalars = {name: tf.TensorSpec(shapes.get(name, []), dtype, name=name)
+               for name, dtype in zip(Knobs._fields, KNOB_DTYPES) if name != "controls"}
+    return Knobs(controls=processing.control_specs(strategy.controls, stop_specs), **scalars)
 
 
 def eos_slots(eos_ids):
@@ -72,16 +78,21 @@ def eos_slots(eos_ids):
     return EOS_SLOTS * max(1, -(-len(eos_ids) // EOS_SLOTS))
 
 
-def knob_tensors(opts):
-    """The numeric options of a call (engine.options.Options) as a Knobs of tensors."""
+def knob_tensors(opts, context_width, stop_arrays=()):
+    """The numeric options of a call (engine.options.Options) as a Knobs of tensors.
+
+    context_width: python int, the width of the sequence before the new tokens (the prompt as
+    given, or 1 for encoder-decoders). stop_arrays: the stop-string tables' arrays, () without."""
     eos = list(opts.eos_token_ids)
     eos += [search.NO_TOKEN] * (eos_slots(eos) - len(eos))
     values = Knobs(eos_ids=eos, pad_id=opts.pad_token_id, min_new_tokens=opts.min_new_tokens,
                    repetition_penalty=opts.repetition_penalty, temperature=opts.temperature, top_k=opts.top_k,
                    top_p=opts.top_p, min_p=opts.min_p, seed=list(opts.seed), length_penalty=opts.length_penalty,
                    early_stopping=EARLY_STOPPING[opts.early_stopping], decoder_start_id=opts.decoder_start_token_id,
-                   penalty_alpha=opts.penalty_alpha)
-    return Knobs(*(tf.constant(v, dtype) for v, dtype in zip(values, KNOB_DTYPES)))
+                   penalty_alpha=opts.penalty_alpha, controls=None)
+    controls = processing.control_values(opts.controls, context_width, stop_arrays)
+    return Knobs(*(tf.constant(v, dtype) for v, dtype in zip(values[:-1], KNOB_DTYPES[:-1])),
+                 controls=tf.nest.map_structure(tf.constant, controls))
 
 
 class Strategy(NamedTuple):
@@ -94,6 +105,7 @@ class Strategy(NamedTuple):
     no_repeat_ngram_size: python int, 0 is off.
     eos_slots: E, the length of the padded EOS id vector (a multiple of EOS_SLOTS).
     output_scores: python bool, also return per-step and transition scores.
+    controls: processing.Controls, which other processors run and their table sizes.
     """
     kind: str = "greedy"
     group: int = 1
@@ -101,37 +113,25 @@ class Strategy(NamedTuple):
     no_repeat_ngram_size: int = 0
     eos_slots: int = EOS_SLOTS
     output_scores: bool = False
+    controls: processing.Controls = processing.Controls()
 
 
-def strategy_for(opts):
-    """The static part of a call's options (engine.options.Options) as a Strategy."""
+def strategy_for(opts, stop_key=()):
+    """The static part of a call's options (engine.options.Options) as a Strategy; stop_key:
+    the stop-string tables' static key (engine.stop_strings), () without."""
     kind = ("beam" if opts.num_beams > 1 else "sample" if opts.do_sample
             else "contrastive" if opts.penalty_alpha > 0 else "greedy")
     group = {"beam": opts.num_beams, "contrastive": opts.top_k}.get(kind, opts.num_return_sequences)
     return Strategy(kind, group, opts.num_return_sequences, opts.no_repeat_ngram_size,
-                    eos_slots(opts.eos_token_ids), opts.output_scores)
+                    eos_slots(opts.eos_token_ids), opts.output_scores, processing.controls_for(opts.controls, stop_key))
 
 
-def process(logits, history, length, step, knobs, strategy):
-    """transformers' logits processors, in its order: repetition penalty, no-repeat n-gram,
-    min new tokens. logits [R, V] float32, history [R, S] int32 -> [R, V] float32.
-
-    The value-controlled ones run even when their value turns them off: together they cost
-    under 0.5 ms of a 21-31 ms GPT-2 step, and skipping them under tf.cond made a step with
-    4 samples per prompt 20% slower (34.7 -> 41.6 ms), XLA:CPU running the conditional's
-    [R, V] branches apart from the fused work around them."""
-    logits = processors.repetition_penalty(logits, history, knobs.repetition_penalty)
-    if strategy.no_repeat_ngram_size:
-        logits = processors.no_repeat_ngram(logits, history, length, strategy.no_repeat_ngram_size)
-    return search.suppress(logits, knobs.eos_ids, step < knobs.min_new_tokens)
-
-
-def warp(logits, knobs):
-    """transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p."""
-    logits = sampling.temperature(logits, knobs.temperature)
-    logits = sampling.top_k(logits, knobs.top_k)
-    logits = sampling.top_p(logits, knobs.top_p)
-    return sampling.min_p(logits, knobs.min_p)
+def stopped(history, length, knobs, strategy):
+    """Which rows end with a stop string once `length` history slots are filled: [R] bool
+    (all False without stop strings). history: [R, S + N] int32."""
+    if not strategy.controls.stop:
+        return tf.zeros([dim(history, 0)], tf.bool)
+    return stopping.stop_string_hits(history, length, knobs.controls.stop)
 
 
 def _flat(x):
@@ -186,14 +186,15 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
     # The processors see what transformers' do: the prefix as given, valid padding ids included.
     valid = tf.logical_and(prefix >= 0, prefix < logits.shape[-1])
     history = tf.where(valid, prefix, search.NO_TOKEN)
+    prepared = processing.prepare(input_ids, strategy.controls, max_new_tokens, logits.shape[-1])
     if contrastive:
-        from .contrastive import contrastive_search  # it builds on this module's processors
+        from .contrastive import contrastive_search  # it builds on this module's helpers
         # hidden: [B, S, E], the prefix's final hidden states (the context the candidates are compared with)
         tokens, extra = contrastive_search(model, logits, model_state, history, max_new_tokens, knobs, strategy,
-                                           hidden[0])
+                                           prepared, hidden[0])
     else:
         loop = beam_search if strategy.kind == "beam" else sample_or_greedy
-        tokens, extra = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy)
+        tokens, extra = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared)
     out = {"sequences": tf.concat([tf.repeat(prefix, strategy.returns, axis=0), tokens], axis=1)}
     if strategy.output_scores:
         out.update(extra)
@@ -218,7 +219,7 @@ class RowState(NamedTuple):
     model: dict
 
 
-def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs, strategy):
+def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared):
     """Greedy decoding (argmax) or sampling, G independent rows per prompt. See generate.
     Returns (tokens [B*G, N] int32, {"scores", "transition_scores", "steps"})."""
     batch, prompt_len, vocab = dim(history, 0), history.shape[1], logits.shape[-1]
@@ -226,20 +227,20 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
 
     def choose(logits, state):
         length = prompt_len + state.step
-        scores = process(logits, state.history, length, state.step, knobs, strategy)
+        scores = processing.scores(logits, state.history, length, state.step, knobs, strategy, prepared, group)
         if strategy.kind == "sample":
-            scores = warp(scores, knobs)
             token = sampling.sample(scores, tf.random.experimental.stateless_fold_in(knobs.seed, state.step))
         else:
             token = tf.argmax(scores, axis=-1, output_type=tf.int32)
         token, done = search.finish(token, state.done, knobs.eos_ids, knobs.pad_id)
+        history = cache.write_columns(state.history, token[:, None], length)
+        done = tf.logical_or(done, stopped(history, length + 1, knobs, strategy))
         if strategy.output_scores:  # transformers' compute_transition_scores: the emitted token's score
             state = state._replace(
                 transition=cache.write_columns(state.transition, tf.gather(scores, token, batch_dims=1)[:, None],
                                                state.step),
                 scores=cache.write_rows(state.scores, scores[None], state.step))
-        return state._replace(step=state.step + 1, done=done,
-                              history=cache.write_columns(state.history, token[:, None], length)), token
+        return state._replace(step=state.step + 1, done=done, history=history), token
 
     rows = batch * group
     state = RowState(step=tf.constant(0), history=_flat(_prompt_history(history, group, max_new_tokens)),
@@ -293,7 +294,7 @@ def _length_factor(length, length_penalty):
     return tf.cast(tf.pow(tf.cast(length, tf.float64), length_penalty), tf.float32)
 
 
-def beam_search(model, logits, model_state, history, max_new_tokens, knobs, strategy):
+def beam_search(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared):
     """transformers' (PyTorch, 4.5x) beam search, vectorised over prompts and beams. See generate.
     Returns (tokens [B*R, N] int32, {"scores", "transition_scores", "steps", "sequences_scores"}).
 
@@ -320,7 +321,8 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
 
     def choose(logits, state):
         length = prompt_len + state.step
-        logprobs = process(tf.nn.log_softmax(_flat(logits)), _flat(state.running), length, state.step, knobs, strategy)
+        logprobs = processing.scores(tf.nn.log_softmax(_flat(logits)), _flat(state.running), length, state.step, knobs,
+                                     strategy, prepared, beams)
         state = state._replace(scores=cache.write_rows(state.scores, logprobs[None], state.step)
                                if strategy.output_scores else state.scores)
         logprobs = _grouped(logprobs, beams)
@@ -333,6 +335,7 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
         candidate_logprobs = _grouped(cache.write_columns(_flat(gather(state.running_logprobs, parent)),
                                                           tf.reshape(token_logprob, [-1, 1]), state.step), keep)
         ends = tf.logical_or(search.is_any_of(token, knobs.eos_ids), state.step + 1 >= max_new_tokens)
+        ends = tf.logical_or(ends, _grouped(stopped(_flat(candidates), length + 1, knobs, strategy), keep))
 
         # The live beams: the best G candidates that did not end.
         live_scores = top_scores + tf.cast(ends, tf.float32) * _IMPOSSIBLE

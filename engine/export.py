@@ -30,6 +30,7 @@ SIGNATURE_KNOBS = {
     "greedy": (),
     "sample": (("temperature", tf.float32), ("top_k", tf.int32), ("top_p", tf.float64), ("seed", tf.int64)),
     "beam": (("length_penalty", tf.float64),),
+    "contrastive": (("penalty_alpha", tf.float32),),
 }
 
 
@@ -42,9 +43,10 @@ def _seed_pair(seed):
 class ExportedDecoder(tf.Module):
     """What the SavedModel holds: the model's weights and the `serve` function."""
 
-    def __init__(self, model, opts, strategy, prompt_length, batch_size):
+    def __init__(self, model, plan, prompt_length, batch_size):
         super().__init__(name="xlagen_decoder")
         self.model = model
+        opts, strategy = plan.opts, plan.strategy
         knob_names = [name for name, _ in SIGNATURE_KNOBS[strategy.kind]]
         specs = [tf.TensorSpec([batch_size, prompt_length], tf.int32, name="input_ids"),
                  tf.TensorSpec([batch_size, prompt_length], tf.int32, name="attention_mask")]
@@ -54,7 +56,7 @@ class ExportedDecoder(tf.Module):
             given = dict(zip(knob_names, values))
             if "seed" in given:
                 given["seed"] = _seed_pair(given["seed"])
-            knobs = decode.knob_tensors(opts)._replace(**given)
+            knobs = plan.knobs()._replace(**given)
             return decode.generate(model, input_ids, attention_mask, opts.max_new_tokens, knobs, strategy)
 
         self.serve = tf.function(serve, jit_compile=True, autograph=False, input_signature=specs)
@@ -70,6 +72,6 @@ def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **
         raise GenerationArgumentError(f"export directory {directory} is not empty; give a new or empty directory")
     opts = gen._options(dict(kwargs, max_new_tokens=max_new_tokens), prompt_length)
     plan = gen._plan(opts, batch_size, prompt_length, prompt_length, bucket=False)
-    module = ExportedDecoder(gen.model, opts, plan.strategy, prompt_length, batch_size)
+    module = ExportedDecoder(gen.model, plan, prompt_length, batch_size)
     tf.saved_model.save(module, directory, signatures={"serving_default": module.serve.get_concrete_function()})
     return directory

@@ -12,7 +12,7 @@ from xlagen import models
 from xlagen.kernels.search import NO_TOKEN
 from xlagen.models import GenerationArgumentError, MemoryLimitError
 
-from . import decode, options
+from . import decode, options, stop_strings
 from .limits import default_memory_limit
 
 # Compiled programs a Generator keeps (generate and logits together) before it drops the least
@@ -125,10 +125,24 @@ class Plan(NamedTuple):
 
     opts: options.Options.  strategy: decode.Strategy.
     width: python int, the prompt width the program takes (the bucket; prompt_length for export).
+    context: python int, the width of the sequence before the new tokens as transformers counts
+      it (the prompt as given, or 1 for encoder-decoders).
+    stop: engine.stop_strings.StopTables, or None without stop strings.
     """
     opts: options.Options
     strategy: decode.Strategy
     width: int
+    context: int
+    stop: object = None
+
+    def knobs(self):
+        """The call's Knobs, as tensors."""
+        return decode.knob_tensors(self.opts, self.context, self.stop.arrays if self.stop else ())
+
+    def knob_specs(self):
+        """The program's Knobs, as TensorSpecs."""
+        stop = [tf.TensorSpec(a.shape, tf.int32) for a in self.stop.arrays] if self.stop else ()
+        return decode.knob_specs(self.strategy, tuple(stop))
 
 
 class Programs:
@@ -182,6 +196,16 @@ class Generator:
         self.generation_config, self.tokenizer = generation_config, tokenizer
         self._programs = Programs(MAX_PROGRAMS)
         self.max_programs = max_programs  # checked by the setter
+        self._warn_unapplied()
+
+    def _warn_unapplied(self):
+        """Warn, once at load, about each generation default of the checkpoint that changes
+        tokens in transformers and that xlagen does not apply."""
+        defaults = options.checkpoint_defaults(self.generation_config, self.config)
+        source = "generation_config.json" if defaults is self.generation_config else "config.json"
+        for name, value in options.unapplied(defaults).items():
+            warnings.warn(f"{os.path.join(self.path, source)} sets {name}={value!r}: xlagen does not apply {name}; "
+                          f"its tokens will differ from transformers'", stacklevel=3)
 
     @property
     def vocab_size(self):
@@ -294,7 +318,13 @@ class Generator:
           Plan.
         """
         self._check_positions(f"the longest prompt ({longest} tokens)", longest, opts.max_new_tokens)
-        strategy = decode.strategy_for(opts)
+        stop = None
+        if opts.controls.stop_strings:
+            if self.tokenizer is None:
+                raise GenerationArgumentError(f"stop_strings needs a tokenizer, and {self.path} has no tokenizer.json; "
+                                              f"stop on token ids with eos_token_id instead")
+            stop = stop_strings.stop_string_tables(self.tokenizer, opts.controls.stop_strings)
+        strategy = decode.strategy_for(opts, stop.key if stop else ())
         padded = width + (-width % opts.pad_to_multiple_of if bucket else 0)
         if batch is not None:
             parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens)
@@ -304,7 +334,7 @@ class Generator:
             self._check_memory(parts, opts.memory_limit,
                                f"{rows}, {self.model.num_cache_layers} layers, {padded} + {opts.max_new_tokens} positions",
                                "Lower the batch, num_beams / num_return_sequences or max_new_tokens")
-        return Plan(opts, strategy, padded)
+        return Plan(opts, strategy, padded, self._prefix_width(width), stop)
 
     def _program(self, batch, plan):
         def build(count_trace):
@@ -316,7 +346,7 @@ class Generator:
 
             ids = tf.TensorSpec([batch, plan.width], tf.int32)
             return tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
-                               input_signature=[ids, ids, decode.knob_specs(strategy.eos_slots)])
+                               input_signature=[ids, ids, plan.knob_specs()])
 
         return self._programs.get(("generate", batch, plan.width, plan.opts.max_new_tokens, plan.strategy), build)
 
@@ -332,8 +362,16 @@ class Generator:
           **kwargs: transformers' generation options (max_new_tokens, max_length, min_new_tokens,
             do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
             num_beams, length_penalty, early_stopping, num_return_sequences, eos_token_id,
-            pad_token_id, decoder_start_token_id, output_scores, ...), defaults from
-            generation_config.json (or config.json when there is none); seed (an int or a pair of
+            pad_token_id, decoder_start_token_id, output_scores, penalty_alpha (contrastive search),
+            bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens,
+            forced_bos_token_id, forced_eos_token_id, typical_p, epsilon_cutoff, eta_cutoff,
+            renormalize_logits, encoder_repetition_penalty, encoder_no_repeat_ngram_size,
+            remove_invalid_values, exponential_decay_length_penalty, stop_strings (with the
+            checkpoint's tokenizer)), defaults from generation_config.json (or config.json when
+            there is none); logits_processor: a list of functions f(logits [R, V] float32,
+            history [R, S + N] int32 (-1 in empty slots), step int32 scalar) -> [R, V] float32,
+            traced into the program after xlagen's processors and before the sampling warpers
+            (see engine/processing.py for the order); seed (an int or a pair of
             int32: the same seed and inputs give the same tokens); pad_to_multiple_of (default 8),
             the prompt bucket; memory_limit (bytes) for this call, instead of the Generator's.
         Returns:
@@ -350,8 +388,7 @@ class Generator:
         # Bucket padding holds NO_TOKEN, which the processors ignore; the output drops it again.
         inputs, padded_mask = self._pad_left(given, mask, plan.opts.pad_to_multiple_of, NO_TOKEN)
         program = self._program(len(given), plan)
-        out = {k: v.numpy() for k, v in program(tf.constant(inputs), tf.constant(padded_mask),
-                                                 decode.knob_tensors(plan.opts)).items()}
+        out = {k: v.numpy() for k, v in program(tf.constant(inputs), tf.constant(padded_mask), plan.knobs()).items()}
         new = plan.opts.max_new_tokens
         sequences = out["sequences"][:, -(self._prefix_width(given.shape[1]) + new):]
         if not plan.opts.output_scores:

@@ -24,7 +24,27 @@ DEFAULTS = {
     "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
     "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "decoder_start_token_id": None,
     "output_scores": False, "penalty_alpha": None,
+    # the controls of engine/processing.py
+    "bad_words_ids": None, "sequence_bias": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "forced_bos_token_id": None, "forced_eos_token_id": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0, "renormalize_logits": False, "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0, "remove_invalid_values": False, "exponential_decay_length_penalty": None,
+    "stop_strings": None,
 }
+# transformers GenerationConfig fields that change tokens and that xlagen does not apply, with their
+# defaults: a checkpoint that sets one is warned about at load; as a keyword it is refused.
+NOT_APPLIED = {"constraints": None, "force_words_ids": None, "diversity_penalty": 0.0, "num_beam_groups": 1,
+               "dola_layers": None, "guidance_scale": None, "max_time": None, "token_healing": False,
+               "watermarking_config": None}
+# GenerationConfig fields that leave the tokens as they are: bookkeeping, what is returned, how the
+# cache is kept or compiled, and speed-ups whose greedy tokens are those of plain decoding
+# (assisted and prompt-lookup decoding; prefill in chunks; low_memory's one-beam-at-a-time search).
+IGNORED = {"_commit_hash", "_from_model_config", "transformers_version", "cache_config", "cache_implementation",
+           "compile_config", "disable_compile", "return_legacy_cache", "use_cache", "low_memory",
+           "prefill_chunk_size", "output_attentions", "output_hidden_states", "output_logits",
+           "return_dict_in_generate", "is_assistant", "assistant_confidence_threshold", "assistant_early_exit",
+           "assistant_lookbehind", "target_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule",
+           "max_matching_ngram_size", "prompt_lookup_num_tokens"}
 # The generation keys (and transformers' defaults) whose non-default value in config.json sends
 # transformers 4.57 down its legacy path (PretrainedConfig._get_global_generation_defaults).
 LEGACY_KEYS = {"max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
@@ -36,8 +56,29 @@ LEGACY_KEYS = {"max_length": 20, "min_length": 0, "do_sample": False, "early_sto
                "begin_suppress_tokens": None, "num_beam_groups": 1, "diversity_penalty": 0.0}
 # transformers skips a warper or processor whose option is None: the neutral value does the same.
 NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
-# Options of xlagen's own (or of generate's call only), not read from config files.
-EXTRA = {"pad_to_multiple_of": 8, "seed": None, "memory_limit": None}
+# Options of generate's call only (never read from config files): (default).
+EXTRA = {"pad_to_multiple_of": 8, "seed": None, "memory_limit": None, "logits_processor": None}
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlOptions:
+    """The options of the controls (engine/processing.py), resolved; the defaults switch all off."""
+    bad_words_ids: tuple = ()          # ((ids...), ...), each at least one id, [eos] entries dropped
+    sequence_bias: tuple = ()          # (((ids...), bias float), ...)
+    suppress_tokens: tuple = ()
+    begin_suppress_tokens: tuple = ()
+    forced_bos_token_id: object = None
+    forced_eos_token_ids: tuple = ()
+    typical_p: float = 1.0
+    epsilon_cutoff: float = 0.0
+    eta_cutoff: float = 0.0
+    renormalize_logits: bool = False
+    encoder_repetition_penalty: float = 1.0
+    encoder_no_repeat_ngram_size: int = 0
+    remove_invalid_values: bool = False
+    exponential_decay_length_penalty: object = None  # (start int, factor float) or None
+    stop_strings: tuple = ()
+    logits_processor: tuple = ()       # the caller's functions, in order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +105,7 @@ class Options:
     penalty_alpha: float  # contrastive search when > 0 with top_k > 1 (greedy mode only)
     seed: tuple  # two int32 halves of the stateless RNG seed
     memory_limit: object  # bytes a call may allocate, or None for the Generator's limit
+    controls: ControlOptions = ControlOptions()
 
 
 def _int(name, value, low=None):
@@ -113,10 +155,90 @@ def _eos_list(value):
     return tuple(_int("eos_token_id", v, 0) for v in values)
 
 
+def _token(name, value, vocab_size):
+    _int(name, value, 0)
+    if value >= vocab_size:
+        raise GenerationArgumentError(f"{name} holds token id {value}, outside the vocabulary [0, {vocab_size})")
+    return value
+
+
+def _token_list(name, value, vocab_size):
+    """An int or a list of ints -> a tuple of token ids (None: empty)."""
+    if value is None:
+        return ()
+    values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(values, (list, tuple)):
+        raise GenerationArgumentError(f"{name} must be a list of token ids, got {value!r}")
+    return tuple(_token(name, v, vocab_size) for v in values)
+
+
+def _sequences(name, value, vocab_size):
+    """A list of token id lists -> a tuple of non-empty tuples (None: empty)."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or not all(isinstance(seq, (list, tuple)) and seq for seq in value):
+        raise GenerationArgumentError(f"{name} must be a list of non-empty lists of token ids, e.g. [[42], [7, 9]], "
+                                      f"got {value!r}")
+    return tuple(_token_list(name, list(seq), vocab_size) for seq in value)
+
+
+def _bad_words(value, eos, vocab_size):
+    """transformers' NoBadWordsLogitsProcessor: distinct sequences, a lone EOS id dropped (so that
+    generation can end)."""
+    sequences = dict.fromkeys(_sequences("bad_words_ids", value, vocab_size))
+    return tuple(seq for seq in sequences if not (len(seq) == 1 and seq[0] in eos))
+
+
+def _sequence_bias(value, vocab_size):
+    """{(ids...): bias} or [[[ids...], bias], ...] -> (((ids...), bias), ...), later entries win."""
+    if value is None:
+        return ()
+    pairs = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(pairs, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+        raise GenerationArgumentError(f"sequence_bias must be a dict {{(ids...): bias}} or a list of [[ids...], bias] "
+                                      f"pairs, e.g. [[[42], -5.0], [[7, 9], 2.0]], got {value!r}")
+    biases = {}
+    for ids, bias in pairs:
+        ids = _sequences("sequence_bias", [list(ids) if isinstance(ids, (list, tuple)) else ids], vocab_size)[0]
+        biases[ids] = _float("sequence_bias", bias, float("-inf"), float("inf"))
+    return tuple(biases.items())
+
+
+def _decay(value):
+    """exponential_decay_length_penalty: (start_index, decay_factor) or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise GenerationArgumentError(f"exponential_decay_length_penalty must be (start_index, decay_factor), "
+                                      f"got {value!r}")
+    return _int("exponential_decay_length_penalty[0]", value[0], 0), _float(
+        "exponential_decay_length_penalty[1]", value[1], 0.0, float("inf"), low_open=True)
+
+
+def _processors(value):
+    if value is None:
+        return ()
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    for f in values:
+        if not callable(f):
+            raise GenerationArgumentError(f"logits_processor must be a list of functions "
+                                          f"f(logits [R, V], history [R, S], step) -> [R, V], got {f!r}")
+    return tuple(values)
+
+
+def unapplied(defaults):
+    """The {field: value} of a checkpoint's generation defaults that change tokens in transformers
+    and that xlagen does not apply (NOT_APPLIED, set to a non-default value)."""
+    return {k: v for k, v in defaults.items() if k in NOT_APPLIED and v is not None and v != NOT_APPLIED[k]}
+
+
 def check_names(kwargs):
     """Raise GenerationArgumentError for a keyword generate does not know, naming the closest valid one."""
     valid = list(DEFAULTS) + list(EXTRA)
     for name in kwargs:
+        if name in NOT_APPLIED:
+            raise GenerationArgumentError(f"xlagen does not apply {name} (transformers' option); "
+                                          f"see README 'Generation controls' for what it applies")
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; valid options: {', '.join(valid)}"
@@ -230,6 +352,32 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
     _int("decoder_start_token_id", start, 0)
     if start >= vocab_size:
         raise GenerationArgumentError(f"decoder_start_token_id={start} is outside the vocabulary [0, {vocab_size})")
+    # The controls (engine/processing.py); the warpers among them apply only when sampling, as in transformers.
+    warpers = dict(typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
+    if do_sample:
+        warpers = dict(typical_p=_float("typical_p", merged["typical_p"], 0.0, 1.0, low_open=True),
+                       epsilon_cutoff=_float("epsilon_cutoff", merged["epsilon_cutoff"], 0.0, 1.0),
+                       eta_cutoff=_float("eta_cutoff", merged["eta_cutoff"], 0.0, 1.0))
+        for name in ("epsilon_cutoff", "eta_cutoff"):
+            if warpers[name] >= 1.0:
+                raise GenerationArgumentError(f"{name} must be in [0, 1), got {warpers[name]}")
+    stop = merged["stop_strings"]
+    controls = dict(
+        bad_words_ids=_bad_words(merged["bad_words_ids"], eos, vocab_size),
+        sequence_bias=_sequence_bias(merged["sequence_bias"], vocab_size),
+        suppress_tokens=_token_list("suppress_tokens", merged["suppress_tokens"], vocab_size),
+        begin_suppress_tokens=_token_list("begin_suppress_tokens", merged["begin_suppress_tokens"], vocab_size),
+        forced_bos_token_id=None if merged["forced_bos_token_id"] is None
+        else _token("forced_bos_token_id", merged["forced_bos_token_id"], vocab_size),
+        forced_eos_token_ids=_token_list("forced_eos_token_id", merged["forced_eos_token_id"], vocab_size),
+        renormalize_logits=_bool("renormalize_logits", merged["renormalize_logits"]),
+        encoder_repetition_penalty=_float("encoder_repetition_penalty", merged["encoder_repetition_penalty"], 0.0,
+                                          float("inf"), low_open=True),
+        encoder_no_repeat_ngram_size=_int("encoder_no_repeat_ngram_size", merged["encoder_no_repeat_ngram_size"], 0),
+        remove_invalid_values=_bool("remove_invalid_values", merged["remove_invalid_values"]),
+        exponential_decay_length_penalty=_decay(merged["exponential_decay_length_penalty"]),
+        stop_strings=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
+        logits_processor=_processors(merged["logits_processor"]), **warpers)
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     memory_limit = merged["memory_limit"]
     if memory_limit is not None:
@@ -240,4 +388,4 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
                    early_stopping=early_stopping, length_penalty=length_penalty,
                    no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),
                    repetition_penalty=penalty, penalty_alpha=alpha, seed=_seed(merged["seed"]), memory_limit=memory_limit,
-                   **sampling)
+                   controls=ControlOptions(**controls), **sampling)

@@ -122,3 +122,58 @@ def sample(logits, seed):
     tiny = tf.constant(1e-20, logits.dtype)
     u = tf.random.stateless_uniform(tf.shape(logits), seed, minval=tiny, maxval=1.0, dtype=logits.dtype, alg="philox")
     return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)
+
+
+def typical_p(logits, mass):
+    """TypicalLogitsWarper: keep the tokens whose surprisal is closest to the entropy, in that
+    order, until their probability reaches `mass`; the token that crosses it stays.
+
+    The order is by |-log p - entropy| (ascending); the cut is found by bisection over those
+    values' keys, as top-p's, instead of sorting.
+    Args: logits [B, V] float32; mass scalar float32 in (0, 1), 1 keeps everything. Returns [B, V].
+    """
+    def cut():
+        logp = tf.nn.log_softmax(logits, axis=-1)
+        probs = tf.exp(logp)
+        # transformers' nansum: tokens at -inf have p = 0 and add nothing.
+        entropy = -tf.reduce_sum(tf.where(probs > 0, logp * probs, 0.0), axis=-1, keepdims=True)
+        keys = ordered_key(tf.abs(-logp - entropy))
+        # The kept set ends at the first key whose cumulative mass (keys in ascending order) reaches
+        # `mass`: find the largest key below it, t, where the mass of keys <= t is still short.
+        short = largest_key_where(keys, lambda t: tf.reduce_sum(
+            tf.where(keys[:, None, :] <= t[:, :, None], probs[:, None, :], 0.0), -1) < mass)
+        # Keep keys up to the next key present; the smallest key always stays (min_tokens_to_keep=1).
+        above = tf.where(keys > short, keys, tf.int32.max)
+        boundary = tf.reduce_min(above, axis=-1, keepdims=True)
+        return tf.where(keys <= boundary, logits, _NEG_INF)
+
+    return tf.cond(mass < 1.0, cut, lambda: logits)
+
+
+def _keep_top(logits, remove):
+    """Never remove a row's largest logit (min_tokens_to_keep=1, as transformers' cutoffs)."""
+    top = tf.reduce_max(logits, axis=-1, keepdims=True)
+    return tf.where(tf.logical_and(remove, logits < top), _NEG_INF, logits)
+
+
+def epsilon_cutoff(logits, epsilon):
+    """EpsilonLogitsWarper: drop tokens whose probability is below epsilon (scalar float32 in
+    (0, 1); 0 keeps everything). logits [B, V] float32 -> [B, V]."""
+    def cut():
+        return _keep_top(logits, tf.nn.softmax(logits, axis=-1) < epsilon)
+
+    return tf.cond(epsilon > 0.0, cut, lambda: logits)
+
+
+def eta_cutoff(logits, eta):
+    """EtaLogitsWarper: drop tokens whose probability is below min(eta, sqrt(eta) * exp(-entropy))
+    (eta scalar float32 in (0, 1); 0 keeps everything). logits [B, V] float32 -> [B, V]."""
+    def cut():
+        logp = tf.nn.log_softmax(logits, axis=-1)
+        probs = tf.exp(logp)
+        # torch.distributions.Categorical.entropy: log-probs clamped to the float32 minimum.
+        entropy = -tf.reduce_sum(tf.maximum(logp, logits.dtype.min) * probs, axis=-1, keepdims=True)
+        floor = tf.minimum(eta, tf.sqrt(eta) * tf.exp(-entropy))
+        return _keep_top(logits, probs < floor)
+
+    return tf.cond(eta > 0.0, cut, lambda: logits)

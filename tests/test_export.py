@@ -7,12 +7,19 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import fixture_path, generator
 from xlagen.engine import GenerationArgumentError
 from xlagen.engine.cli import main
 
 P, N = 8, 6
+
+
+def _no_token_7(logits, history, step):
+    return tf.where(tf.equal(tf.range(logits.shape[-1]), 7)[None, :], float("-inf"), logits)
+
+
 SAMPLE = dict(temperature=0.8, top_k=20, top_p=0.9, seed=1234567)
 # name: (fixture, batch_size, export options, signature inputs beyond the prompts)
 CASES = {
@@ -26,6 +33,13 @@ CASES = {
     "t5-beam": ("t5-v1_1-tiny", 2, dict(num_beams=3, output_scores=True), dict(length_penalty=1.5)),
     # More than 64 rows (kernels.layers.dense changes the product's order there), open batch.
     "gpt2-wide": ("gpt2-tiny", None, dict(eos_token_id=None), {}),
+    # The controls, a processor of the caller's and stop strings are carried into the SavedModel.
+    "gpt2-controls": ("gpt2-tiny", None, dict(bad_words_ids=[[88], [99, 281]], sequence_bias=[[[4], 1.5]],
+                                              suppress_tokens=[116], forced_eos_token_id=0, eos_token_id=0,
+                                              stop_strings=["e"], logits_processor=[_no_token_7]), {}),
+    "gpt2-contrastive": ("gpt2-tiny", None, dict(penalty_alpha=0.6, top_k=4, eos_token_id=None), dict(penalty_alpha=0.3)),
+    "t5-beam-controls": ("t5-v1_1-tiny", None, dict(num_beams=3, encoder_no_repeat_ngram_size=2, forced_bos_token_id=104),
+                         dict(length_penalty=1.0)),
 }
 ROWS = {"gpt2-wide": 66}  # prompts per case; 2 otherwise
 
@@ -50,7 +64,7 @@ for case in json.loads(sys.argv[1]):
 """
 
 DTYPES = dict(input_ids="int32", attention_mask="int32", temperature="float32", top_k="int32", top_p="float64",
-              seed="int64", length_penalty="float64")
+              seed="int64", length_penalty="float64", penalty_alpha="float32")
 
 
 def _prompts(gen, batch=2):
@@ -81,7 +95,7 @@ def served(tmp_path_factory):
             opts = {}
         else:
             gen.export(directory, prompt_length=P, max_new_tokens=N, batch_size=batch, **opts)
-        expected[name] = gen.generate(ids, attention_mask=mask, max_new_tokens=N, **opts, **knobs)
+        expected[name] = gen.generate(ids, attention_mask=mask, max_new_tokens=N, **dict(opts, **knobs))
         inputs = dict(input_ids=ids.tolist(), attention_mask=mask.tolist(), **knobs)
         jobs.append(dict(dir=directory, inputs=inputs, dtypes={k: DTYPES[k] for k in inputs}))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

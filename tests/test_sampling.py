@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import reference
-from xlagen.engine import GenerationArgumentError, decode
+from xlagen.engine import GenerationArgumentError, decode, options, processing
 from xlagen.kernels import processors, sampling
 from xlagen.kernels.search import NO_TOKEN
 
@@ -21,9 +21,10 @@ def _same_logits(actual, expected):
 
 def _knobs(**values):
     k = dict(eos_ids=[NO_TOKEN], pad_id=0, min_new_tokens=0, repetition_penalty=1.0, temperature=1.0, top_k=0,
-             top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0, early_stopping=0, decoder_start_id=0)
+             top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0, early_stopping=0, decoder_start_id=0, penalty_alpha=0.0)
     k.update(values)
-    return decode.Knobs(**{n: tf.constant(v, getattr(decode.KNOB_DTYPES, n)) for n, v in k.items()})
+    controls = tf.nest.map_structure(tf.constant, processing.control_values(options.ControlOptions(), 1))
+    return decode.Knobs(controls=controls, **{n: tf.constant(v, getattr(decode.KNOB_DTYPES, n)) for n, v in k.items()})
 
 
 CASES = {
@@ -39,10 +40,10 @@ CASES = {
     "top_p_0.999": lambda x, h: sampling.top_p(x, tf.constant(0.999, tf.float64)),
     "min_p_0.1": lambda x, h: sampling.min_p(x, tf.constant(0.1)),
     "min_p_0.5": lambda x, h: sampling.min_p(x, tf.constant(0.5)),
-    "chain": lambda x, h: decode.warp(
-        decode.process(x, h, tf.constant(h.shape[1]), tf.constant(5), _knobs(repetition_penalty=1.2),
-                       decode.Strategy("sample", no_repeat_ngram_size=2)),
-        _knobs(temperature=0.8, top_k=20, top_p=0.9, min_p=0.05)),
+    "chain": lambda x, h: processing.scores(
+        x, h, tf.constant(h.shape[1]), tf.constant(5),
+        _knobs(repetition_penalty=1.2, temperature=0.8, top_k=20, top_p=0.9, min_p=0.05),
+        decode.Strategy("sample", no_repeat_ngram_size=2), processing.Prepared(last_step=11), 1),
 }
 
 
