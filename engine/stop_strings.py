@@ -21,6 +21,14 @@ are joined by spaces, as there.
 
 Shapes are padded up to buckets so that stop string lists of similar size share one compiled
 program: see `StopArrays` and `StopTables.key`.
+
+The build is vectorised over the vocabulary: the clean strings are kept (per tokenizer) as one
+array of code points with each token's start and length, and for every stop string and offset the
+candidate tokens are narrowed one character at a time with numpy gathers, so the work follows the
+tokens still in the running, not the vocabulary size times the string length squared. On a
+50257-token byte-level BPE a short string takes a few milliseconds (the clean strings themselves,
+once per tokenizer, take a few hundred: one decoder call per token); see
+`python tools/make_stop_fixtures.py --bench`.
 """
 import collections
 import threading
@@ -147,7 +155,7 @@ def stop_string_tables(tokenizer, stop_strings):
         if tables is not None:
             entry.tables.move_to_end((size, strings))
             return tables
-    tables = _build(clean_token_strings(tokenizer), strings)
+    tables = _build(_prepared(tokenizer), strings)
     with _LOCK:
         entry = _entry(tokenizer)
         entry.tables[(size, strings)] = tables
@@ -159,6 +167,7 @@ def stop_string_tables(tokenizer, stop_strings):
 class _Entry:
     def __init__(self):
         self.clean = None  # (vocab size, {id: clean string})
+        self.vocabulary = None  # (vocab size, _Vocabulary of those clean strings)
         self.tables = collections.OrderedDict()  # (vocab size, strings) -> StopTables
 
 
@@ -173,6 +182,19 @@ def _entry(tokenizer):
     if entry is None:
         entry = _CACHE[tokenizer] = _Entry()
     return entry
+
+
+def _prepared(tokenizer):
+    """The _Vocabulary of the tokenizer's clean token strings, cached with them."""
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    with _LOCK:
+        entry = _entry(tokenizer)
+        if entry.vocabulary is not None and entry.vocabulary[0] == size:
+            return entry.vocabulary[1]
+    vocabulary = _vocabulary(clean_token_strings(tokenizer))
+    with _LOCK:
+        _entry(tokenizer).vocabulary = (size, vocabulary)
+    return vocabulary
 
 
 def _check_tokenizer(tokenizer):
@@ -196,45 +218,133 @@ def _clean(tokenizer):
     return clean
 
 
-def _matches(token, stop):
-    """transformers' _stop_string_get_matching_positions for one token and one stop string,
-    written forwards: (valid positions, end overlaps), both in transformers' order."""
-    size, length = len(stop), len(token)
-    # A token with a character can only sit inside the string if its last character occurs
-    # before the string's last one, and only overlap the end if it holds the last character.
-    if length and token[-1] not in stop[:-1] and stop[-1] not in token:
-        return [], []
-    # Token ending `i` characters before the string's end (1 <= i < len(stop)); the part of the
-    # string it covers may be cut at the string's start.
-    positions = [i for i in range(1, size) if token.endswith(stop[max(0, size - i - length):size - i])]
-    # The token's first m characters end where the string ends: they cover its last min(m, size).
-    overlaps = [min(m, size) for m in range(1, length + 1) if token[:m].endswith(stop[size - min(m, size):])]
-    return positions, overlaps
+class _Vocabulary(typing.NamedTuple):
+    """The clean token strings as flat numpy arrays, for the vectorised table build (cached with them).
+
+    ids:     [K] int64   the ids that have a token (in the dict's order).
+    lengths: [K] int64   each one's clean string length in characters.
+    starts:  [K] int64   where it starts in `text` (ends = starts + lengths).
+    text:    [C] int32   all clean strings concatenated, as Unicode code points.
+    rows:    int         table rows: the largest id + 2 (transformers' dummy last row).
+    """
+    ids: np.ndarray
+    lengths: np.ndarray
+    starts: np.ndarray
+    text: np.ndarray
+    rows: int
+
+
+def _vocabulary(clean):
+    """{id: clean string} -> _Vocabulary."""
+    ids = np.fromiter(clean.keys(), np.int64, len(clean))
+    tokens = list(clean.values())
+    lengths = np.fromiter(map(len, tokens), np.int64, len(tokens))
+    starts = np.cumsum(lengths) - lengths
+    text = np.frombuffer("".join(tokens).encode("utf-32-le", "surrogatepass"), np.uint32).astype(np.int32)
+    for a in (ids, lengths, starts, text):
+        a.setflags(write=False)
+    return _Vocabulary(ids, lengths, starts, text, int(ids.max()) + 2 if len(ids) else 1)
+
+
+def _matches(vocab, stop):
+    """transformers' _stop_string_get_matching_positions for every token and one stop string, over
+    the vocabulary at once: (positions, overlaps), each a pair of arrays (token index k into
+    vocab.ids, value), sorted by k and within a token in transformers' order.
+
+    A token of length l sits at position i (1 <= i < len(stop)) when its last min(l, len - i)
+    characters are those that end i characters before the string's end; its first m characters
+    (1 <= m <= l) overlap the string's end when they end with the string's last min(m, len)
+    characters, giving the overlap min(m, len). Candidates are narrowed one character at a time,
+    so each step only reads the tokens still in the running.
+    """
+    size = len(stop)
+    code = np.array([ord(c) for c in stop], np.int64)
+    text, lengths, starts = vocab.text, vocab.lengths, vocab.starts
+    ends = starts + lengths
+    every = np.arange(len(lengths))
+    empty = every[lengths == 0]  # an empty token fits every position (and overlaps nothing)
+    nonempty = every[lengths > 0]
+    last = text[ends[nonempty] - 1]
+    first = text[starts[nonempty]]
+
+    pos_k, pos_i = [empty.repeat(size - 1)], [np.tile(np.arange(1, size), len(empty))]
+    for i in range(1, size):
+        n = size - i  # the token ends after the string's first n characters
+        alive = nonempty[last == code[n - 1]]
+        done = []
+        for q in range(1, n):  # the token's q-th character from its end against code[n - 1 - q]
+            if not len(alive):
+                break
+            short = lengths[alive] <= q
+            done.append(alive[short])
+            alive = alive[~short]
+            alive = alive[text[ends[alive] - 1 - q] == code[n - 1 - q]]
+        done.append(alive)
+        fit = np.concatenate(done)
+        pos_k.append(fit)
+        pos_i.append(np.full(len(fit), i, np.int64))
+
+    over_k, over_m = [], []
+    for m in range(1, size + 1):  # the token's first m characters are the string's last m
+        alive = nonempty[first == code[size - m]]
+        alive = alive[lengths[alive] >= m]
+        for q in range(1, m):
+            if not len(alive):
+                break
+            alive = alive[text[starts[alive] + q] == code[size - m + q]]
+        over_k.append(alive)
+        over_m.append(np.full(len(alive), m, np.int64))
+    # m > size: the whole string occurs inside the token, starting after its first character.
+    # Occurrences in the concatenated text, then kept when they lie inside one token.
+    at = np.flatnonzero(text[:max(len(text) - size + 1, 0)] == code[0])
+    for q in range(1, size):
+        if not len(at):
+            break
+        at = at[text[at + q] == code[q]]
+    if len(at):
+        owner = np.searchsorted(starts, at, side="right") - 1
+        inside = (at > starts[owner]) & (at + size <= ends[owner])
+        over_k.append(owner[inside])
+        over_m.append(at[inside] - starts[owner[inside]] + size)
+
+    def ordered(ks, values, clip=None):
+        k, v = np.concatenate(ks), np.concatenate(values)
+        order = np.lexsort((v, k))
+        k, v = k[order], v[order]
+        return k, (v if clip is None else np.minimum(v, clip))
+
+    return ordered(pos_k, pos_i), ordered(over_k, over_m, size)
+
+
+def _ranks(k):
+    """For sorted group labels k: each element's index within its group."""
+    return np.arange(len(k)) - np.searchsorted(k, k, side="left")
 
 
 def _build(clean, strings):
-    vocab = max(clean) + 2  # a dummy last row, as transformers: out-of-range ids read it
-    found = [[_matches(token, s) for s in strings] for token in (clean.get(v) for v in range(vocab - 1))
-             if token is not None]
-    ids = [v for v in range(vocab - 1) if v in clean]
-    max_positions = max((len(p) for row in found for p, _ in row if p), default=1)
-    max_overlaps = max((len(e) for row in found for _, e in row if e), default=0)
+    """StopTables of {id: clean string} (or its _Vocabulary) and a tuple of stop strings."""
+    vocab = clean if isinstance(clean, _Vocabulary) else _vocabulary(clean)
+    rows = vocab.rows  # a dummy last row, as transformers: out-of-range ids read it
+    found = [_matches(vocab, s) for s in strings]
+    counts = [(np.bincount(p[0], minlength=len(vocab.ids)), np.bincount(e[0], minlength=len(vocab.ids)))
+              for p, e in found]
+    max_positions = max((int(p.max()) for p, _ in counts if len(p)), default=0) or 1
+    max_overlaps = max((int(e.max()) for _, e in counts if len(e)), default=0)
     if not max_overlaps:
         raise GenerationArgumentError(
             f"stop_strings {list(strings)!r}: no token of the vocabulary can end any of them (transformers "
             "raises here too); they most likely hold characters the tokenizer cannot produce")
     longest = max(len(s) for s in strings)
-    key = (vocab, _bucket(len(strings), _MIN_STRINGS), _bucket(longest, _MIN_CHARS),
+    key = (rows, _bucket(len(strings), _MIN_STRINGS), _bucket(longest, _MIN_CHARS),
            _bucket(max_positions, _MIN_POSITIONS), _bucket(max_overlaps, _MIN_OVERLAPS))
     _, n, chars, p, e = key
-    positions = np.full((vocab, n, p), -1, np.int32)
-    overlaps = np.full((vocab, n, e), -1, np.int32)
-    token_lengths = np.full((vocab,), -1, np.int32)
-    for v, row in zip(ids, found):
-        token_lengths[v] = len(clean[v])
-        for j, (pos, ends) in enumerate(row):
-            positions[v, j, :len(pos)] = pos
-            overlaps[v, j, :len(ends)] = ends
+    positions = np.full((rows, n, p), -1, np.int32)
+    overlaps = np.full((rows, n, e), -1, np.int32)
+    token_lengths = np.full((rows,), -1, np.int32)
+    token_lengths[vocab.ids] = vocab.lengths
+    for j, ((pk, pv), (ek, ev)) in enumerate(found):
+        positions[vocab.ids[pk], j, _ranks(pk)] = pv
+        overlaps[vocab.ids[ek], j, _ranks(ek)] = ev
     string_lengths = np.zeros((n,), np.int32)
     string_lengths[:len(strings)] = [len(s) for s in strings]
     codes = np.full((n, chars), -1, np.int32)

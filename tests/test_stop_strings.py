@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tokenizers import Tokenizer
 
-from conftest import FIXTURES, fixture_path
+from conftest import FIXTURES, fixture_path, generator
 from xlagen.engine.stop_strings import StopArrays, clean_token_strings, stop_string_tables
 from xlagen.kernels.search import NO_TOKEN
 from xlagen.kernels.stopping import stop_string_hits
@@ -198,3 +198,170 @@ def test_bad_tokenizer_and_unreachable_strings():
                 with pytest.raises(GenerationArgumentError, match="stop_strings"):
                     stop_string_tables(tokenizer(name), strings)
     assert any(raises for name in TOKENIZERS for _, raises in sets(name).values())
+
+
+# -- the vectorised table build against a straightforward one ------------------------------------
+
+def reference_tables(clean, strings):
+    """The tables of {id: clean string}, token by token and string by string, written as directly
+    as transformers' _stop_string_get_matching_positions states them (the slow original build).
+    Returns StopTables fields (arrays, key, max_positions, max_end_lengths), or None where
+    stop_string_tables must raise (no token can end any string)."""
+    found = {}
+    for v, token in clean.items():
+        row = []
+        for stop in strings:
+            size, length = len(stop), len(token)
+            # Token ending i characters before the string's end; the part it covers may be cut at the start.
+            positions = [i for i in range(1, size) if token.endswith(stop[max(0, size - i - length):size - i])]
+            # Its first m characters end where the string ends, covering the string's last min(m, size).
+            overlaps = [min(m, size) for m in range(1, length + 1) if token[:m].endswith(stop[size - min(m, size):])]
+            row.append((positions, overlaps))
+        found[v] = row
+    max_positions = max((len(p) for row in found.values() for p, _ in row if p), default=1)
+    max_overlaps = max((len(e) for row in found.values() for _, e in row if e), default=0)
+    if not max_overlaps:
+        return None
+    bucket = lambda size, floor: max(floor, 1 << max(size - 1, 0).bit_length())  # noqa: E731
+    vocab, longest = max(clean) + 2, max(len(s) for s in strings)
+    key = (vocab, bucket(len(strings), 1), bucket(longest, 8), bucket(max_positions, 2), bucket(max_overlaps, 2))
+    _, n, chars, p, e = key
+    positions, overlaps = np.full((vocab, n, p), -1, np.int32), np.full((vocab, n, e), -1, np.int32)
+    token_lengths = np.full((vocab,), -1, np.int32)
+    for v, row in found.items():
+        token_lengths[v] = len(clean[v])
+        for j, (pos, ends) in enumerate(row):
+            positions[v, j, :len(pos)] = pos
+            overlaps[v, j, :len(ends)] = ends
+    string_lengths = np.zeros((n,), np.int32)
+    string_lengths[:len(strings)] = [len(s) for s in strings]
+    codes = np.full((n, chars), -1, np.int32)
+    for j, s in enumerate(strings):
+        codes[j, :len(s)] = [ord(c) for c in s]
+    return StopArrays(positions, overlaps, token_lengths, string_lengths, codes), key, max_positions, max_overlaps
+
+
+def random_stop_strings(clean, rng, count):
+    """Stop string lists drawn around a vocabulary: pieces of joined tokens (split across tokens),
+    whole tokens, their ends, runs of one character, characters no token has, and mixes."""
+    tokens = [t for t in clean.values() if t]
+    alphabet = sorted(set("".join(tokens)))
+    out = []
+    for _ in range(count):
+        strings = []
+        for _ in range(int(rng.integers(1, 4))):
+            kind = int(rng.integers(6))
+            if kind == 0:  # a piece of a few joined tokens
+                text = "".join(tokens[i] for i in rng.integers(0, len(tokens), int(rng.integers(1, 5))))
+                at = int(rng.integers(len(text)))
+                s = text[at:at + int(rng.integers(1, 14))]
+            elif kind == 1:  # a whole token
+                s = tokens[int(rng.integers(len(tokens)))]
+            elif kind == 2:  # a token's start or end
+                t = tokens[int(rng.integers(len(tokens)))]
+                s = t[:int(rng.integers(1, len(t) + 1))] if rng.integers(2) else t[-int(rng.integers(1, len(t) + 1)):]
+            elif kind == 3:  # repeats: several positions and end overlaps per token
+                s = str(rng.choice(list("= -\ne_6"))) * int(rng.integers(1, 6))
+            elif kind == 4:  # random characters of the vocabulary
+                s = "".join(str(c) for c in rng.choice(alphabet, int(rng.integers(1, 5))))
+            else:  # with a character no token holds
+                s = "".join(str(c) for c in rng.choice(alphabet, int(rng.integers(0, 3)))) + "\u2603"
+            strings.append(s)
+        out.append(tuple(dict.fromkeys(strings)))
+    return out
+
+
+def assert_tables_equal(got, expected, what):
+    arrays, key, max_positions, max_overlaps = expected
+    assert (got.key, got.max_positions, got.max_end_lengths) == (key, max_positions, max_overlaps), what
+    for field, a, b in zip(StopArrays._fields, got.arrays, arrays):
+        assert a.dtype == b.dtype, (what, field)
+        np.testing.assert_array_equal(a, b, err_msg=f"{what} {field}")
+
+
+@pytest.mark.parametrize("name", TOKENIZERS + ("default",))
+def test_vectorised_tables_match_reference(name):
+    """stop_string_tables against reference_tables on random stop strings, on the fixture tokenizers
+    and the shipped default model's (3072 tokens)."""
+    tok = (Tokenizer.from_file(os.path.join(os.path.dirname(FIXTURES), "..", "models", "default", "tokenizer.json"))
+           if name == "default" else tokenizer(name))
+    clean = clean_token_strings(tok)
+    rng = np.random.default_rng(sum(map(ord, name)))
+    cases = random_stop_strings(clean, rng, 12 if name == "default" else 80)
+    raised = 0
+    for strings in cases:
+        expected = reference_tables(clean, strings)
+        if expected is None:
+            raised += 1
+            with pytest.raises(GenerationArgumentError, match="stop_strings"):
+                stop_string_tables(tok, strings)
+            continue
+        assert_tables_equal(stop_string_tables(tok, strings), expected, f"{name} {strings!r}")
+    assert raised < len(cases)
+
+
+def test_vectorised_tables_edge_vocabularies():
+    """Vocabularies no tokenizer here has: empty tokens (they fit every position), holes in the ids,
+    NUL and astral characters, long runs of one character (many end overlaps inside one token),
+    tokens that hold the string several times, overlapping itself."""
+    from xlagen.engine.stop_strings import _build
+    clean = {0: "", 1: "a", 2: "ab", 3: "aaaa", 4: "\x00", 5: "b\x00a", 7: "ba", 9: "", 10: "\U0001F600a",
+             11: "abababab", 12: "  ", 13: "=" * 40, 14: "xab", 15: "abx", 20: "aab\U0001F600", 21: "b"}
+    strings_list = [("a",), ("ab",), ("aa", "b"), ("aba",), ("\x00a",), ("b\x00",), ("\U0001F600a", "ab"),
+                    ("==",), ("=" * 5, " "), ("abab", "ba", "aab", "x"), ("zz",), ("z", "a"), ("bab\U0001F600",)]
+    for strings in strings_list:
+        expected = reference_tables(clean, strings)
+        if expected is None:
+            with pytest.raises(GenerationArgumentError, match="stop_strings"):
+                _build(clean, strings)
+        else:
+            assert_tables_equal(_build(clean, strings), expected, repr(strings))
+
+
+# -- generate(stop_strings=...) against transformers' generate -----------------------------------
+
+# Recorded by tools/make_stop_fixtures.py: key prefix -> fixture.
+GENERATE_CASES = {"generate": "gpt2-tiny", "generate-beam": "gpt2-tiny", "generate-two": "gpt2-tiny",
+                  "generate-opt-tiny": "opt-tiny", "generate-t5-v1_1-tiny": "t5-v1_1-tiny"}
+
+
+@pytest.mark.parametrize("case", GENERATE_CASES)
+def test_generate_stops_as_transformers(case):
+    """gen.generate with stop_strings, on the model's own tokenizer: transformers 4.57's sequences
+    (rows end at the token that completes a string, pad_token_id after it) and, in beam search,
+    its sequences_scores."""
+    ref = recorded()
+    options = json.loads(str(ref[f"{case}/options"]))
+    gen = generator(GENERATE_CASES[case])
+    out = gen.generate(ref[f"{case}/input_ids"], attention_mask=ref[f"{case}/attention_mask"], **options)
+    expected = ref[f"{case}/sequences"]
+    if options.get("output_scores"):
+        np.testing.assert_array_equal(out.sequences, expected, err_msg=case)
+        np.testing.assert_allclose(out.sequences_scores, ref[f"{case}/sequences_scores"], atol=1e-4, rtol=1e-5,
+                                   err_msg=case)
+    else:
+        np.testing.assert_array_equal(out, expected, err_msg=case)
+
+
+@pytest.mark.parametrize("case", [c for c in GENERATE_CASES if c != "generate"])
+def test_generate_references_stop_rows_at_different_steps(case):
+    """What the recorded cases are meant to show: some rows stop at a stop string, at different
+    steps, with pad after the completing token, and some row runs on."""
+    ref = recorded()
+    options = json.loads(str(ref[f"{case}/options"]))
+    seqs, plain, stopped = ref[f"{case}/sequences"], ref[f"{case}/plain"], ref[f"{case}/stopped"]
+    start = seqs.shape[1] - options["max_new_tokens"]
+    rows = np.flatnonzero(stopped >= 0)
+    assert len(set(stopped[rows].tolist())) >= 2 and len(rows) < len(seqs), case
+    for r in rows:
+        end = start + stopped[r] + 1
+        pad = options["pad_token_id"]
+        assert (seqs[r, end:] == pad).all() and seqs[r, end - 1] != pad, (case, r)
+    if not options.get("num_beams"):  # greedy rows are their plain rows, cut
+        for r in range(len(seqs)):
+            end = start + stopped[r] + 1 if stopped[r] >= 0 else seqs.shape[1]
+            np.testing.assert_array_equal(seqs[r, :end], plain[r, :end], err_msg=f"{case} row {r}")
+            assert (stopped[r] >= 0) == (seqs[r] != plain[r]).any(), (case, r)
+    if case == "generate-two":  # its first string is split across tokens by the tokenizer
+        first = options["stop_strings"][0]
+        assert len(tokenizer("gpt2-tiny").encode(first, add_special_tokens=False).ids) > 1
