@@ -357,12 +357,8 @@ def short_cases(rec, model, tok):
 
 def unit_cases(out):
     """transformers' processors on make_fixtures.processor_reference's random logits and histories."""
-    rng = np.random.RandomState(0)
-    logits = (rng.randn(4, 64) * 3).astype(np.float32)
-    logits[3, :8] = logits[3, 8]  # ties at the top-k / top-p boundaries
-    history = rng.randint(0, 64, size=(4, 14))
-    history[0, -3:] = history[0, 2:5]  # a repeated trigram's prefix at the end
-    history[1, -1] = history[1, 6]
+    from make_fixtures import processor_inputs
+    logits, history = processor_inputs()
     with np.load(os.path.join(ROOT, "reference", "processors.npz"), allow_pickle=False) as f:
         assert (f["logits"] == logits).all() and (f["history"] == history).all()
     invalid = logits.copy()

@@ -198,14 +198,20 @@ def seq2seq_reference(model, tok):
                 greedy_penalized=greedy(eos_token_id=None, pad_token_id=0, repetition_penalty=1.5, no_repeat_ngram_size=2))
 
 
-def processor_reference():
-    """transformers' processors and warpers on random logits and token histories."""
+def processor_inputs():
+    """The random logits [4, 64] float32 and token histories [4, 14] the processor references use."""
     rng = np.random.RandomState(0)
     logits = (rng.randn(4, 64) * 3).astype(np.float32)
     logits[3, :8] = logits[3, 8]  # ties at the top-k / top-p boundaries
     history = rng.randint(0, 64, size=(4, 14))
     history[0, -3:] = history[0, 2:5]  # a repeated trigram's prefix at the end
     history[1, -1] = history[1, 6]
+    return logits, history
+
+
+def processor_reference():
+    """transformers' processors and warpers on random logits and token histories."""
+    logits, history = processor_inputs()
     ids, scores = torch.tensor(history), torch.tensor(logits)
     out = dict(logits=logits, history=history)
     cases = {"repetition_1.3": RepetitionPenaltyLogitsProcessor(1.3), "repetition_0.7": RepetitionPenaltyLogitsProcessor(0.7),
