@@ -16,6 +16,8 @@ import numpy as np
 
 from xlagen.models import GenerationArgumentError
 
+from .stop_strings import check_stop_strings
+
 # transformers' GenerationConfig defaults for every option xlagen understands.
 DEFAULTS = {
     "max_length": 20, "max_new_tokens": None, "min_length": 0, "min_new_tokens": None,
@@ -376,7 +378,7 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
         encoder_no_repeat_ngram_size=_int("encoder_no_repeat_ngram_size", merged["encoder_no_repeat_ngram_size"], 0),
         remove_invalid_values=_bool("remove_invalid_values", merged["remove_invalid_values"]),
         exponential_decay_length_penalty=_decay(merged["exponential_decay_length_penalty"]),
-        stop_strings=() if stop is None else (stop,) if isinstance(stop, str) else tuple(stop),
+        stop_strings=() if stop is None else check_stop_strings(stop),
         logits_processor=_processors(merged["logits_processor"]), **warpers)
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     memory_limit = merged["memory_limit"]

@@ -227,8 +227,8 @@ def test_cli_flags_reach_generate(capsys):
     stopped = capsys.readouterr().out.strip()
     assert stopped.endswith(stop) or stop in stopped[-(len(stop) + 8):], (stopped, stop)
     assert len(stopped) < len(plain)
-    for flags in (["--penalty-alpha", "0.6", "--top-k", "3"], ["--do-sample", "--typical-p", "0.8", "--seed", "1"],
-                  ["--do-sample", "--epsilon-cutoff", "0.01", "--eta-cutoff", "0.01", "--seed", "1"]):
+    for flags in (["--penalty-alpha", "0.6", "--top-k", "3"],
+                  ["--do-sample", "--typical-p", "0.8", "--epsilon-cutoff", "0.01", "--eta-cutoff", "0.01", "--seed", "1"]):
         assert main(["generate", "--model", model, "--max-new-tokens", "6"] + flags + ["The for"]) == 0
         assert capsys.readouterr().out.startswith("The for")
 
