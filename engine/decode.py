@@ -134,6 +134,16 @@ def stopped(history, length, knobs, strategy):
     return stopping.stop_string_hits(history, length, knobs.controls.stop)
 
 
+def _ranked(scores, strategy):
+    """The scores greedy and beam search rank. exponential_decay_length_penalty makes NaN where
+    an earlier processor set an EOS logit to -inf (-inf + inf), and so may the caller's
+    processors; transformers (torch) then ranks the NaN first, and so do these programs. Without
+    those processors nothing can be NaN and the scores are ranked as they are."""
+    if strategy.controls.length_decay or strategy.controls.custom:
+        return search.nan_first(scores)
+    return scores
+
+
 def _flat(x):
     """[B, G, ...] -> [B*G, ...]"""
     return tf.reshape(x, [-1] + x.shape[2:].as_list())
@@ -231,7 +241,7 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
         if strategy.kind == "sample":
             token = sampling.sample(scores, tf.random.experimental.stateless_fold_in(knobs.seed, state.step))
         else:
-            token = tf.argmax(scores, axis=-1, output_type=tf.int32)
+            token = tf.argmax(_ranked(scores, strategy), axis=-1, output_type=tf.int32)
         token, done = search.finish(token, state.done, knobs.eos_ids, knobs.pad_id)
         history = cache.write_columns(state.history, token[:, None], length)
         done = tf.logical_or(done, stopped(history, length + 1, knobs, strategy))
@@ -327,7 +337,7 @@ def beam_search(model, logits, model_state, history, max_new_tokens, knobs, stra
                                if strategy.output_scores else state.scores)
         logprobs = _grouped(logprobs, beams)
         total = tf.reshape(logprobs + state.running_scores[:, :, None], [batch, beams * vocab])
-        top_scores, top_index = tf.math.top_k(total, k=keep)
+        top_scores, top_index = tf.math.top_k(_ranked(total, strategy), k=keep)
         parent, token = top_index // vocab, top_index % vocab  # [B, K]
         token_logprob = tf.gather(tf.reshape(logprobs, [batch, beams * vocab]), top_index, batch_dims=1)
         candidates = _grouped(cache.write_columns(_flat(gather(state.running, parent)), tf.reshape(token, [-1, 1]),

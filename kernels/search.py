@@ -46,3 +46,9 @@ def finish(tokens, finished, eos_ids, pad_id):
     """
     tokens = tf.where(finished, pad_id, tokens)
     return tokens, tf.logical_or(finished, is_any_of(tokens, eos_ids))
+
+
+def nan_first(scores):
+    """Scores ordered as torch's argmax and top-k order them: NaN above every number (so a row
+    whose processors made a NaN picks it, as transformers does). [..., V] float -> [..., V]."""
+    return tf.where(tf.math.is_nan(scores), tf.constant(float("inf"), scores.dtype), scores)

@@ -237,3 +237,16 @@ def test_bad_words_from_text_cover_both_spellings(tiny):
     sequences = bad_words_ids(tiny.tokenizer, ["for"])
     assert tiny.tokenizer.encode("for", add_special_tokens=False).ids in sequences
     assert tiny.tokenizer.encode(" for", add_special_tokens=False).ids in sequences
+
+
+def test_a_nan_score_ranks_first_as_in_transformers(tiny):
+    """torch's argmax and top-k rank NaN above every number, so transformers picks a token whose
+    processed score is NaN (exponential_decay_length_penalty makes one from a -inf EOS logit)."""
+    ids, mask = _prompts()
+
+    def nan_at_5(logits, history, step):
+        return tf.where(tf.equal(tf.range(logits.shape[-1]), 5)[None, :], float("nan"), logits)
+
+    out = _new(tiny.generate(ids, attention_mask=mask, max_new_tokens=3, eos_token_id=None,
+                             logits_processor=[nan_at_5]), ids)
+    assert (out == 5).all(), out
