@@ -1,6 +1,6 @@
 """The `xlagen` command line.
 
-    xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT] PROMPT...
+    xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT] [--eager] PROMPT...
     xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
 """
 import argparse
@@ -61,6 +61,8 @@ def _parser():
     gen = sub.add_parser("generate", help="print a completion for each prompt")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT")
     _add_options(gen)
+    gen.add_argument("--eager", action="store_true",
+                     help="run the decode functions op by op without XLA (jit_compile=False): slow, for debugging")
     export = sub.add_parser("export", help="write the whole generate program as a SavedModel (TF Serving ready)")
     export.add_argument("--out", required=True, help="new or empty directory for the SavedModel")
     export.add_argument("--prompt-length", type=int, required=True, help="width of input_ids the SavedModel takes")
@@ -83,7 +85,7 @@ def main(argv=None):
                        **_options(args, gen.tokenizer))
             print(f"wrote {args.out}: serving_default takes input_ids, attention_mask [batch, {args.prompt_length}] int32")
             return 0
-        texts = gen.generate_text(args.prompts, **_options(args, gen.tokenizer))
+        texts = gen.generate_text(args.prompts, jit_compile=not args.eager, **_options(args, gen.tokenizer))
     except XlagenError as e:
         print(f"xlagen: error: {e}", file=sys.stderr)
         return 2

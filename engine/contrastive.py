@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 import tensorflow as tf
 # DynamicUpdateSlice, the op XLA updates in place (see kernels/cache.py).
-from tensorflow.compiler.tf2xla.python import xla
 
 from xlagen.kernels import cache, search
 from xlagen.kernels.shapes import dim
@@ -126,7 +125,7 @@ def contrastive_search(model, logits, model_state, history, max_new_tokens, knob
             step=state.step + 1, done=done,
             history=history,
             logits=tf.gather(logits, best, batch_dims=1),
-            context=xla.dynamic_update_slice(state.context, chosen, tf.stack([zero, length, zero])),
+            context=cache.update_slice(state.context, chosen, tf.stack([zero, length, zero])),
             model=model.reorder(model_state, tf.broadcast_to(best[:, None], [batch, group])))
         if strategy.output_scores:  # transformers' compute_transition_scores: the emitted token's score
             state = state._replace(

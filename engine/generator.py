@@ -97,6 +97,14 @@ def _as_ids(name, value):
     return array.astype(np.int32)
 
 
+def _jit_compile(value):
+    """The jit_compile option, checked: a python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise GenerationArgumentError(f"jit_compile must be True (the compiled program, the default) or False "
+                                      f"(the same functions run eagerly), got {value!r}")
+    return bool(value)
+
+
 class GenerateOutput(NamedTuple):
     """What generate(..., output_scores=True) returns, with transformers' names and meanings
     (R = B * num_return_sequences rows, N new tokens, V vocabulary).
@@ -143,6 +151,21 @@ class Plan(NamedTuple):
         """The program's Knobs, as TensorSpecs."""
         stop = [tf.TensorSpec(a.shape, tf.int32) for a in self.stop.arrays] if self.stop else ()
         return decode.knob_specs(self.strategy, tuple(stop))
+
+
+class DecodeCall(NamedTuple):
+    """A generate call, checked and prepared (Generator.decode_call).
+
+    function: python callable (input_ids [B, S] int32, attention_mask [B, S] int32,
+      knobs decode.Knobs) -> dict of tensors, decode.generate's outputs ("sequences"
+      [B * R, S' + N] int32, ...), for this call's model, strategy and max_new_tokens.
+    args: (input_ids, attention_mask, knobs) for it: the prompts left padded to their bucket
+      S, as tf.Tensors, and the call's knobs.
+    plan: Plan.
+    """
+    function: object
+    args: tuple
+    plan: Plan
 
 
 class Programs:
@@ -336,19 +359,44 @@ class Generator:
                                "Lower the batch, num_beams / num_return_sequences or max_new_tokens")
         return Plan(opts, strategy, padded, self._prefix_width(width), stop)
 
-    def _program(self, batch, plan):
-        def build(count_trace):
-            model, strategy, max_new_tokens = self.model, plan.strategy, plan.opts.max_new_tokens
+    def _program(self, batch, call):
+        """The compiled program of a DecodeCall, traced on first use."""
+        plan = call.plan
 
+        def build(count_trace):
             def run(input_ids, attention_mask, knobs):
                 count_trace()  # runs once per trace, never in the compiled program
-                return decode.generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy)
+                return call.function(input_ids, attention_mask, knobs)
 
             ids = tf.TensorSpec([batch, plan.width], tf.int32)
             return tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
                                input_signature=[ids, ids, plan.knob_specs()])
 
         return self._programs.get(("generate", batch, plan.width, plan.opts.max_new_tokens, plan.strategy), build)
+
+    def decode_call(self, input_ids, attention_mask=None, **kwargs):
+        """Check a generate call and prepare it without running it: the plain decode function
+        and the tensors it takes. generate() runs it compiled (or eagerly); lessons and
+        experiments can run it eagerly, wrap it in tf.function with or without XLA, or change a
+        knob (`call.args[2]._replace(temperature=...)`) and call it again.
+
+        Args:
+          input_ids, attention_mask, **kwargs: as for generate (jit_compile excepted).
+        Returns:
+          DecodeCall.
+        """
+        given = _as_ids("input_ids", input_ids)
+        opts = self._options(kwargs, given.shape[1])  # before the mask: its inference needs the pad and EOS ids
+        given, mask = self._check_inputs(given, attention_mask, opts)
+        plan = self._plan(opts, len(given), given.shape[1], int(mask.sum(axis=1).max()))
+        # Bucket padding holds NO_TOKEN, which the processors ignore; the output drops it again.
+        inputs, padded_mask = self._pad_left(given, mask, plan.opts.pad_to_multiple_of, NO_TOKEN)
+        model, strategy, new = self.model, plan.strategy, plan.opts.max_new_tokens
+
+        def function(input_ids, attention_mask, knobs):
+            return decode.generate(model, input_ids, attention_mask, new, knobs, strategy)
+
+        return DecodeCall(function, (tf.constant(inputs), tf.constant(padded_mask), plan.knobs()), plan)
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         """Generate tokens after a batch of prompts: greedy, sampling (do_sample=True) or beam
@@ -373,7 +421,11 @@ class Generator:
             traced into the program after xlagen's processors and before the sampling warpers
             (see engine/processing.py for the order); seed (an int or a pair of
             int32: the same seed and inputs give the same tokens); pad_to_multiple_of (default 8),
-            the prompt bucket; memory_limit (bytes) for this call, instead of the Generator's.
+            the prompt bucket; memory_limit (bytes) for this call, instead of the Generator's;
+            jit_compile (default True): False runs the very same decode functions eagerly, op
+            by op, without tf.function or XLA, so that a breakpoint or print inside a model or
+            a decode loop sees real values (slow: for reading and debugging, not serving); the
+            tokens are the compiled program's, and trace_count does not move.
         Returns:
           np.ndarray int32 [B * num_return_sequences, W + max_new_tokens] for decoder-only models:
           the prompt as given, then the new tokens; [B * num_return_sequences, 1 + max_new_tokens]
@@ -381,17 +433,16 @@ class Generator:
           row's EOS; the returns of prompt 0 first.
           With output_scores=True, a GenerateOutput (see there).
         """
-        given = _as_ids("input_ids", input_ids)
-        opts = self._options(kwargs, given.shape[1])  # before the mask: its inference needs the pad and EOS ids
-        given, mask = self._check_inputs(given, attention_mask, opts)
-        plan = self._plan(opts, len(given), given.shape[1], int(mask.sum(axis=1).max()))
-        # Bucket padding holds NO_TOKEN, which the processors ignore; the output drops it again.
-        inputs, padded_mask = self._pad_left(given, mask, plan.opts.pad_to_multiple_of, NO_TOKEN)
-        program = self._program(len(given), plan)
-        out = {k: v.numpy() for k, v in program(tf.constant(inputs), tf.constant(padded_mask), plan.knobs()).items()}
-        new = plan.opts.max_new_tokens
-        sequences = out["sequences"][:, -(self._prefix_width(given.shape[1]) + new):]
-        if not plan.opts.output_scores:
+        jit_compile = _jit_compile(kwargs.pop("jit_compile", True))
+        call = self.decode_call(input_ids, attention_mask, **kwargs)
+        if jit_compile:
+            out = self._program(len(call.args[0]), call)(*call.args)
+        else:  # the same function, run op by op: nothing is traced or compiled
+            out = call.function(*call.args)
+        out = {k: v.numpy() for k, v in out.items()}
+        opts = call.plan.opts
+        sequences = out["sequences"][:, -(call.plan.context + opts.max_new_tokens):]
+        if not opts.output_scores:
             return sequences
         return GenerateOutput(sequences, tuple(out["scores"][:int(out["steps"])]), out["transition_scores"],
                               out.get("sequences_scores"))
@@ -462,7 +513,8 @@ class Generator:
 
     # -- logits -----------------------------------------------------------------------------
 
-    def logits(self, input_ids, attention_mask=None, decoder_input_ids=None, pad_to_multiple_of=8, memory_limit=None):
+    def logits(self, input_ids, attention_mask=None, decoder_input_ids=None, pad_to_multiple_of=8, memory_limit=None,
+               jit_compile=True):
         """Logits of every position in one forward pass.
 
         Args:
@@ -473,10 +525,13 @@ class Generator:
           pad_to_multiple_of: python int, inputs are padded up to a multiple of it, so that
             lengths of one bucket share a compiled program (as generate's prompts).
           memory_limit: bytes for this call, instead of the Generator's.
+          jit_compile: python bool; False runs the model's forward pass eagerly, op by op (see
+            generate).
         Returns:
           np.ndarray float32 [B, T, V] (decoder-only; values at padding positions are meaningless)
           or [B, T_dec, V] (encoder-decoder).
         """
+        jit_compile = _jit_compile(jit_compile)
         ids, mask = self._check_inputs(input_ids, attention_mask)
         multiple = options._int("pad_to_multiple_of", pad_to_multiple_of, 1)
         if memory_limit is not None:
@@ -511,6 +566,9 @@ class Generator:
             return tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
                                input_signature=[tf.TensorSpec(a.shape, tf.int32) for a in args])
 
-        logits = self._programs.get(("logits",) + tuple(tuple(a.shape) for a in args), build)(*args).numpy()
+        if jit_compile:
+            logits = self._programs.get(("logits",) + tuple(tuple(a.shape) for a in args), build)(*args).numpy()
+        else:
+            logits = self.model.logits(*args).numpy()
         # Decoder-only: the bucket padding is on the left; encoder-decoder: on the decoder's right.
         return logits[:, logits.shape[1] - scored:] if decoder is None else logits[:, :scored]

@@ -72,8 +72,7 @@ def append(kv, k, v, step):
     """
     zero = tf.constant(0, tf.int32)
     index = tf.stack([zero, tf.cast(step, tf.int32) * k.shape[1], zero])
-    return kv._replace(new_k=xla.dynamic_update_slice(kv.new_k, as_rows(k), index),
-                       new_v=xla.dynamic_update_slice(kv.new_v, as_rows(v), index))
+    return kv._replace(new_k=update_slice(kv.new_k, as_rows(k), index), new_v=update_slice(kv.new_v, as_rows(v), index))
 
 
 def advance(layout):
@@ -94,12 +93,27 @@ def reorder(layout, parents):
     return layout._replace(ancestry=tf.where(written, inherited, own))
 
 
+def update_slice(buffer, update, start):
+    """`buffer` with `update` written at offset `start` ([rank] int32), as XLA's
+    DynamicUpdateSlice: the offset is clamped so that the update fits. Any dtype.
+
+    Traced (the compiled programs), this is the op XLA performs in place. Executed eagerly
+    (generate(..., jit_compile=False)) it is TensorFlow's own strided-slice update, so that
+    no op of the eager path is handed to XLA; both write the same values.
+    """
+    if not tf.executing_eagerly():
+        return xla.dynamic_update_slice(buffer, update, start)
+    start = tf.clip_by_value(tf.cast(start, tf.int32), 0, tf.shape(buffer) - tf.shape(update))
+    return tf.raw_ops.TensorStridedSliceUpdate(input=buffer, begin=start, end=start + tf.shape(update),
+                                               strides=tf.ones_like(start), value=update)
+
+
 def write_columns(buffer, update, index):
     """Write `update` [B, T] into `buffer` [B, L] at columns index..index+T-1 (any dtype)."""
-    return xla.dynamic_update_slice(buffer, update, tf.stack([tf.constant(0, tf.int32), tf.cast(index, tf.int32)]))
+    return update_slice(buffer, update, tf.stack([tf.constant(0, tf.int32), tf.cast(index, tf.int32)]))
 
 
 def write_rows(buffer, update, index):
     """Write `update` [T, ...] into `buffer` [L, ...] at rows index..index+T-1 (any dtype)."""
     zeros = [tf.constant(0, tf.int32)] * (buffer.shape.rank - 1)
-    return xla.dynamic_update_slice(buffer, update, tf.stack([tf.cast(index, tf.int32)] + zeros))
+    return update_slice(buffer, update, tf.stack([tf.cast(index, tf.int32)] + zeros))

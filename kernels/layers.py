@@ -17,6 +17,12 @@ except ImportError:  # pragma: no cover
 _STREAMED_ROWS = 64
 
 
+def _barrier(x):
+    """x behind an XLA optimization barrier when traced; x itself when executed eagerly (the
+    barrier only steers XLA's fusion, and eagerly it would be handed to XLA as an op)."""
+    return x if tf.executing_eagerly() else _opt_barrier(x)[0]
+
+
 def _product(rows, kernel):
     """rows [M, in] @ kernel[out, in]^T -> [M, out], behind an XLA optimization barrier.
 
@@ -31,10 +37,10 @@ def _product(rows, kernel):
     product, so the same floats, as a program traced for that size.
     """
     def many():
-        return _opt_barrier(tf.linalg.matmul(rows, kernel, transpose_b=True))[0]
+        return _barrier(tf.linalg.matmul(rows, kernel, transpose_b=True))
 
     def few():
-        return tf.transpose(_opt_barrier(tf.linalg.matmul(kernel, rows, transpose_b=True))[0])
+        return tf.transpose(_barrier(tf.linalg.matmul(kernel, rows, transpose_b=True)))
 
     if rows.shape[0] is None:
         return tf.cond(tf.shape(rows)[0] > _STREAMED_ROWS, many, few)
@@ -81,7 +87,10 @@ def stack(block, x, inputs):
     Returns:
       (x after the last layer, [output_i for each layer]).
     """
-    traced = tf.function(block, autograph=False, experimental_attributes={"_noinline": True})
+    # Executed eagerly (jit_compile=False) the block runs as the plain function it is, so a
+    # breakpoint or print inside it sees each layer's real values.
+    traced = block if tf.executing_eagerly() else tf.function(block, autograph=False,
+                                                              experimental_attributes={"_noinline": True})
     outputs = []
     for args in inputs:
         # Variables are read here: as resources they make tf2xla convert every call anew.
