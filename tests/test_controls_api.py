@@ -215,21 +215,22 @@ def test_checkpoint_controls_apply(tmp_path):
 
 def test_cli_flags_reach_generate(capsys):
     model = "default"  # the bundled model writes words
-    assert main(["generate", "--model", model, "--max-new-tokens", "12", "The for"]) == 0
+    # --eager: the flags' effect is the question, not the compiled program (tests/test_eager.py).
+    assert main(["generate", "--eager", "--model", model, "--max-new-tokens", "12", "The for"]) == 0
     plain = capsys.readouterr().out.strip()
     completion = plain[len("The for"):]
     word = completion.split()[0]
-    assert main(["generate", "--model", model, "--max-new-tokens", "12", "--bad-words", word, "The for"]) == 0
+    assert main(["generate", "--eager", "--model", model, "--max-new-tokens", "12", "--bad-words", word, "The for"]) == 0
     banned = capsys.readouterr().out.strip()
     assert banned != plain and word not in banned[len("The for"):].split()[:1]
     stop = completion.strip()[:3]
-    assert main(["generate", "--model", model, "--max-new-tokens", "12", "--stop", stop, "The for"]) == 0
+    assert main(["generate", "--eager", "--model", model, "--max-new-tokens", "12", "--stop", stop, "The for"]) == 0
     stopped = capsys.readouterr().out.strip()
     assert stopped.endswith(stop) or stop in stopped[-(len(stop) + 8):], (stopped, stop)
     assert len(stopped) < len(plain)
     for flags in (["--penalty-alpha", "0.6", "--top-k", "3"],
                   ["--do-sample", "--typical-p", "0.8", "--epsilon-cutoff", "0.01", "--eta-cutoff", "0.01", "--seed", "1"]):
-        assert main(["generate", "--model", model, "--max-new-tokens", "6"] + flags + ["The for"]) == 0
+        assert main(["generate", "--eager", "--model", model, "--max-new-tokens", "6"] + flags + ["The for"]) == 0
         assert capsys.readouterr().out.startswith("The for")
 
 

@@ -1,5 +1,5 @@
 """SavedModel export: every strategy and model family, reloaded in a process where xlagen cannot
-be imported, gives the tokens Generator.generate gives."""
+be imported, gives the tokens Generator.generate gives (run eagerly here: its compiled program gives the same)."""
 import json
 import os
 import subprocess
@@ -23,23 +23,20 @@ def _no_token_7(logits, history, step):
 SAMPLE = dict(temperature=0.8, top_k=20, top_p=0.9, seed=1234567)
 # name: (fixture, batch_size, export options, signature inputs beyond the prompts)
 CASES = {
-    "gpt2-greedy": ("gpt2-tiny", None, dict(eos_token_id=None), {}),
-    "gpt2-greedy-scores": ("gpt2-tiny", None, dict(output_scores=True, repetition_penalty=1.2), {}),
+    # More than 64 rows (kernels.layers.dense changes the product's order there), open batch.
+    "gpt2-wide": ("gpt2-tiny", None, dict(eos_token_id=None), {}),
     "gpt2-sample": ("gpt2-tiny", None, dict(do_sample=True, num_return_sequences=2, repetition_penalty=1.3), SAMPLE),
     "gpt2-beam": ("gpt2-tiny", None, dict(num_beams=3, num_return_sequences=2, output_scores=True), dict(length_penalty=0.7)),
     "opt-greedy": ("opt-tiny", 2, dict(eos_token_id=None), {}),
-    "t5-greedy": ("t5-v1_1-tiny", None, dict(), {}),
     "t5-sample": ("t5-v1_1-tiny", None, dict(do_sample=True), SAMPLE),
-    "t5-beam": ("t5-v1_1-tiny", 2, dict(num_beams=3, output_scores=True), dict(length_penalty=1.5)),
-    # More than 64 rows (kernels.layers.dense changes the product's order there), open batch.
-    "gpt2-wide": ("gpt2-tiny", None, dict(eos_token_id=None), {}),
-    # The controls, a processor of the caller's and stop strings are carried into the SavedModel.
+    # The controls, a processor of the caller's, stop strings and scores are carried into the SavedModel.
     "gpt2-controls": ("gpt2-tiny", None, dict(bad_words_ids=[[88], [99, 281]], sequence_bias=[[[4], 1.5]],
                                               suppress_tokens=[116], forced_eos_token_id=0, eos_token_id=0,
-                                              stop_strings=["e"], logits_processor=[_no_token_7]), {}),
+                                              stop_strings=["e"], logits_processor=[_no_token_7], output_scores=True,
+                                              repetition_penalty=1.2), {}),
     "gpt2-contrastive": ("gpt2-tiny", None, dict(penalty_alpha=0.6, top_k=4, eos_token_id=None), dict(penalty_alpha=0.3)),
-    "t5-beam-controls": ("t5-v1_1-tiny", None, dict(num_beams=3, encoder_no_repeat_ngram_size=2, forced_bos_token_id=104),
-                         dict(length_penalty=1.0)),
+    "t5-beam-controls": ("t5-v1_1-tiny", 2, dict(num_beams=3, encoder_no_repeat_ngram_size=2, forced_bos_token_id=104,
+                                                 output_scores=True), dict(length_penalty=1.5)),
 }
 ROWS = {"gpt2-wide": 66}  # prompts per case; 2 otherwise
 
@@ -95,7 +92,9 @@ def served(tmp_path_factory):
             opts = {}
         else:
             gen.export(directory, prompt_length=P, max_new_tokens=N, batch_size=batch, **opts)
-        expected[name] = gen.generate(ids, attention_mask=mask, max_new_tokens=N, **dict(opts, **knobs))
+        # generate() eagerly: the same functions and tokens as its compiled program (tests/test_eager.py),
+        # without compiling each program a second time here
+        expected[name] = gen.generate(ids, attention_mask=mask, max_new_tokens=N, jit_compile=False, **dict(opts, **knobs))
         inputs = dict(input_ids=ids.tolist(), attention_mask=mask.tolist(), **knobs)
         jobs.append(dict(dir=directory, inputs=inputs, dtypes={k: DTYPES[k] for k in inputs}))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -116,11 +115,12 @@ def test_saved_model_reproduces_generate_without_xlagen(served, case):
         beam = expected.sequences_scores is not None
         assert set(got) == {"sequences", "scores", "transition_scores", "steps"} | ({"sequences_scores"} if beam else set())
         np.testing.assert_array_equal(got["sequences"], expected.sequences)
-        np.testing.assert_allclose(got["transition_scores"], expected.transition_scores, rtol=1e-5, atol=1e-5)
+        # scores: XLA's floats against eager's, within the parity tolerance
+        np.testing.assert_allclose(got["transition_scores"], expected.transition_scores, rtol=1e-4, atol=1e-4)
         assert int(got["steps"]) == len(expected.scores)
-        np.testing.assert_allclose(got["scores"][:len(expected.scores)], np.stack(expected.scores), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got["scores"][:len(expected.scores)], np.stack(expected.scores), rtol=1e-4, atol=1e-4)
         if beam:
-            np.testing.assert_allclose(got["sequences_scores"], expected.sequences_scores, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got["sequences_scores"], expected.sequences_scores, rtol=1e-4, atol=1e-4)
     else:
         assert set(got) == {"sequences"}
         np.testing.assert_array_equal(got["sequences"], expected)
