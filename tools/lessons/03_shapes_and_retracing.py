@@ -17,7 +17,7 @@ import common
 
 def main(argv=None):
     args = common.arguments(__doc__, argv)
-    lengths = range(1, 3) if args.quick else range(1, 17)
+    lengths = range(1, 3) if args.quick else range(1, 10)
     new = 2 if args.quick else 8
     results, curves, outputs = {}, {}, {}
     for multiple in (1, 8):

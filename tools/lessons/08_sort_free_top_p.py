@@ -55,7 +55,7 @@ def main(argv=None):
     if args.model is not None:  # a checkpoint's own next-token logits, repeated over rows
         gen = common.load(args.model)
         real = gen.logits(common.prompt(gen))[:, -1]
-    reps = 20 if args.quick else 200
+    budget = 0.05 if args.quick else 0.3  # seconds per timed run
     methods = {"top-p bisection": (sampling.top_p, tf.constant(0.9, tf.float64)),
                "top-p sort": (top_p_sort, tf.constant(0.9, tf.float64)),
                "top-k bisection": (sampling.top_k, tf.constant(50)),
@@ -71,6 +71,8 @@ def main(argv=None):
         for name, (warp, value) in methods.items():
             program = tf.function(warp, jit_compile=True, autograph=False)
             kept[name] = np.isfinite(program(logits, value).numpy())
+            _, once = common.seconds(lambda: program(logits, value).numpy())
+            reps = max(1, min(200, int(budget / max(once, 1e-6))))  # about `budget` seconds a run
             us[name] = common.best_seconds(lambda: [program(logits, value) for _ in range(reps)][-1].numpy(), 5) / reps * 1e6
             curves[name][0].append(batch)
             curves[name][1].append(us[name])
@@ -79,7 +81,7 @@ def main(argv=None):
         rows.append([batch, *us.values(), us["top-p sort"] / us["top-p bisection"]])
 
     vocab = logits.shape[-1]
-    print(f"V = {vocab}, microseconds per call (best of 5 runs of {reps}):\n")
+    print(f"V = {vocab}, microseconds per call (best of 5 runs of ~{budget} s each):\n")
     common.table(["rows", *methods, "top-p: sort / bisection"], rows)
     print(f"\nbisection and sorting keep the same tokens: {all(same)}")
     if args.plot:
