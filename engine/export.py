@@ -68,7 +68,8 @@ def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **
         options._int(name, value, low)
     if batch_size is not None:
         options._int("batch_size", batch_size, 1)
-    if not kwargs.pop("jit_compile", True):
+    from .generator import _jit_compile
+    if not _jit_compile(kwargs.pop("jit_compile", True)):
         raise GenerationArgumentError("export writes the compiled program, so it cannot take jit_compile=False; "
                                       "drop jit_compile (jit_compile=False is for running generate() eagerly)")
     if os.path.exists(directory) and os.listdir(directory):

@@ -385,6 +385,9 @@ class Generator:
         Returns:
           DecodeCall.
         """
+        if "jit_compile" in kwargs:
+            raise GenerationArgumentError("decode_call returns the plain function, neither compiled nor run; call it "
+                                          "eagerly or wrap it in tf.function yourself, and drop jit_compile")
         given = _as_ids("input_ids", input_ids)
         opts = self._options(kwargs, given.shape[1])  # before the mask: its inference needs the pad and EOS ids
         given, mask = self._check_inputs(given, attention_mask, opts)
@@ -425,7 +428,8 @@ class Generator:
             jit_compile (default True): False runs the very same decode functions eagerly, op
             by op, without tf.function or XLA, so that a breakpoint or print inside a model or
             a decode loop sees real values (slow: for reading and debugging, not serving); the
-            tokens are the compiled program's, and trace_count does not move.
+            tokens are the compiled program's (up to float ties: XLA orders some float sums
+            differently), and trace_count does not move.
         Returns:
           np.ndarray int32 [B * num_return_sequences, W + max_new_tokens] for decoder-only models:
           the prompt as given, then the new tokens; [B * num_return_sequences, 1 + max_new_tokens]

@@ -94,12 +94,15 @@ def reorder(layout, parents):
 
 
 def update_slice(buffer, update, start):
-    """`buffer` with `update` written at offset `start` ([rank] int32), as XLA's
-    DynamicUpdateSlice: the offset is clamped so that the update fits. Any dtype.
+    """`buffer` with `update` written at offset `start`, as XLA's DynamicUpdateSlice: the
+    offset is clamped so that the update fits.
 
+    Args: buffer: any dtype and shape; update: the same dtype and rank, each dimension at most
+    the buffer's; start: [rank] int32. Returns a tensor like buffer.
     Traced (the compiled programs), this is the op XLA performs in place. Executed eagerly
-    (generate(..., jit_compile=False)) it is TensorFlow's own strided-slice update, so that
-    no op of the eager path is handed to XLA; both write the same values.
+    (generate(..., jit_compile=False)) it is TensorFlow's own strided-slice update, which copies
+    the buffer (fine for stepping through, not for speed), so that no op of the eager path is
+    handed to XLA; both write the same values.
     """
     if not tf.executing_eagerly():
         return xla.dynamic_update_slice(buffer, update, start)

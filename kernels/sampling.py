@@ -131,13 +131,22 @@ def uniform(shape, seed):
     """Stateless uniform floats in (0, 1), the same compiled by XLA and run eagerly.
 
     TensorFlow's and XLA's Philox give the same 32-bit integers for a seed but turn them into
-    floats differently; the conversion here (the top 24 bits, centred in their interval) is
-    exact in both, so eager and compiled sampling draw the same tokens.
+    floats differently; the conversion here (uniform_from_bits) is exact in both, so eager and
+    compiled sampling draw the same tokens.
     Args: shape: [rank] int32; seed: [2] int32. Returns float32 of `shape`, never 0 or 1.
     """
-    bits = tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.uint32, alg="philox")
-    high = tf.cast(tf.bitwise.right_shift(bits, tf.constant(8, tf.uint32)), tf.float32)
-    return (high + 0.5) * (1.0 / (1 << 24))
+    return uniform_from_bits(tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.uint32,
+                                                         alg="philox"))
+
+
+def uniform_from_bits(bits):
+    """uint32 random bits -> float32 in (0, 1): the top 23 bits, centred in their interval.
+
+    (k + 0.5) / 2**23 for k < 2**23 is exact in float32 and lies in [2**-24, 1 - 2**-24]; with 24
+    bits the largest, 2**24 - 0.5, would round to 2**24 and give 1.0 (an infinite Gumbel draw).
+    """
+    high = tf.cast(tf.bitwise.right_shift(bits, tf.constant(9, tf.uint32)), tf.float32)
+    return (high + 0.5) * (1.0 / (1 << 23))
 
 
 def typical_p(logits, mass):

@@ -16,7 +16,8 @@ def _cases():
     latter. Each case is a program to compile, ~5 s each on 2 cores."""
     every = range(len(json.loads(str(reference("gpt2-tiny")["beam_cases"]))))
     cases = {"gpt2-tiny": every, "opt-tiny": (0, 4), "t5-v1_1-tiny": (0, 4)}
-    cases.update({name: (4,) for name in ("gpt2-variant", "gpt2-untied", "opt-350m-tiny", "opt-variant", "t5-v1_0-tiny")})
+    # T5 v1.0's layout decodes greedily in tests/test_t5.py; its beams are v1.1's loop.
+    cases.update({name: (4,) for name in ("gpt2-variant", "gpt2-untied", "opt-350m-tiny", "opt-variant")})
     return [(name, i) for name, indices in cases.items() for i in indices]
 
 

@@ -41,7 +41,8 @@ def test_custom_processor_bans_a_token_after_its_trigger(tiny):
     # a trigger that occurs in the plain output's first half, and the token it is followed by later
     row = 0
     trigger, banned = int(plain[row, 0]), int(plain[row, 1])
-    out = _new(tiny.generate(ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=None,
+    # Eagerly: what the processor does is the question; test_same_processor_reuses_the_program traces one in.
+    out = _new(tiny.generate(ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=None, jit_compile=False,
                              logits_processor=[_ban_after(trigger, banned)]), ids)
     full = np.concatenate([ids, out], axis=1)
     for r in range(len(full)):
@@ -66,7 +67,7 @@ def test_custom_processor_runs_after_xlagen_processors_and_before_warpers(tiny):
         return tf.where(keep[None, :], logits, float("-inf"))
 
     out = tiny.generate(ids, attention_mask=mask, max_new_tokens=4, eos_token_id=None, do_sample=True, seed=3,
-                        bad_words_ids=[[5]], logits_processor=[spy], output_scores=True)
+                        bad_words_ids=[[5]], logits_processor=[spy], output_scores=True, jit_compile=False)  # the order
     assert set(np.asarray(out.sequences)[:, ids.shape[1]:].ravel()) == {6}  # 5 was banned before spy ran
     rows, width = len(ids), ids.shape[1]
     assert seen["shape"][0].as_list() == [rows, tiny.vocab_size]

@@ -91,9 +91,30 @@ def test_jit_compile_is_a_bool_and_export_refuses_eager(tiny, tmp_path):
         tiny.logits([[5, 6]], jit_compile=None)
     with pytest.raises(GenerationArgumentError, match="export writes the compiled program.*jit_compile=False"):
         tiny.export(str(tmp_path / "out"), prompt_length=4, max_new_tokens=2, jit_compile=False)
+    with pytest.raises(GenerationArgumentError, match="jit_compile must be"):
+        tiny.export(str(tmp_path / "out"), prompt_length=4, max_new_tokens=2, jit_compile="no")
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_eager_prints_the_eager_text(capsys, tiny):
+def test_cli_eager_runs_generate_eagerly(capsys, tiny, monkeypatch):
+    from xlagen.engine.generator import Generator
+    given, generate = [], Generator.generate
+
+    def recorded(self, *args, **kwargs):  # the real generate, with its jit_compile noted
+        given.append(kwargs.get("jit_compile", True))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(Generator, "generate", recorded)
     assert main(["generate", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "3", "--eager", "The for"]) == 0
+    assert given == [False]
     assert capsys.readouterr().out.splitlines() == tiny.generate_text(["The for"], max_new_tokens=3, jit_compile=False)
+
+
+def test_decode_call_returns_the_function_generate_runs(tiny):
+    call = tiny.decode_call([[5, 6, 7]], max_new_tokens=3, eos_token_id=None)
+    assert call.args[0].shape == (1, 8) and call.plan.strategy.kind == "greedy"  # the prompt bucket
+    tokens = call.function(*call.args)["sequences"].numpy()[:, -6:]
+    np.testing.assert_array_equal(tokens, tiny.generate([[5, 6, 7]], max_new_tokens=3, eos_token_id=None,
+                                                        jit_compile=False))
+    with pytest.raises(GenerationArgumentError, match="decode_call returns the plain function"):
+        tiny.decode_call([[5]], jit_compile=True)

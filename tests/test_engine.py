@@ -104,12 +104,13 @@ def test_logits_share_a_program_per_bucket_and_the_cache_is_bounded():
 
 def test_bucketed_logits_equal_unbucketed(tiny):
     ids = np.random.RandomState(2).randint(1, 300, size=(2, 11))
-    np.testing.assert_allclose(tiny.logits(ids), tiny.logits(ids, pad_to_multiple_of=1), atol=1e-4)
+    # Unbucketed eagerly (no program for the odd width): the padding is the question.
+    np.testing.assert_allclose(tiny.logits(ids), tiny.logits(ids, pad_to_multiple_of=1, jit_compile=False), atol=1e-4)
     t5 = generator("t5-v1_1-tiny")
     ref = reference("t5-v1_1-tiny")
     args = dict(attention_mask=ref["attention_mask"], decoder_input_ids=ref["decoder_input_ids"][:, :5])
-    np.testing.assert_allclose(t5.logits(ref["input_ids"], **args), t5.logits(ref["input_ids"], pad_to_multiple_of=1, **args),
-                               atol=1e-4)
+    np.testing.assert_allclose(t5.logits(ref["input_ids"], **args),
+                               t5.logits(ref["input_ids"], pad_to_multiple_of=1, jit_compile=False, **args), atol=1e-4)
 
 
 def test_the_loop_and_the_generator_never_ask_the_model_kind():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from xlagen.kernels import attention, cache, layers, positions, search
+from xlagen.kernels import attention, cache, layers, positions, sampling, search
 
 
 def test_positions_count_from_first_real_token():
@@ -149,3 +149,23 @@ def test_suppress_only_when_asked():
     logits = tf.zeros([2, 4])
     out = search.suppress(logits, tf.constant([1, search.NO_TOKEN]), tf.constant([True, False])).numpy()
     assert out[0, 1] == -np.inf and np.isfinite(out[0, [0, 2, 3]]).all() and np.isfinite(out[1]).all()
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_uniform_from_bits_stays_inside_zero_and_one_eagerly_and_compiled(jit):
+    """The extreme bit patterns map inside (0, 1): a 1.0 would make an infinite Gumbel draw."""
+    bits = tf.constant([0, 1, 2**31, 0xFFFFFE00, 0xFFFFFF00, 0xFFFFFFFF], tf.uint32)
+    u = tf.function(sampling.uniform_from_bits, jit_compile=True)(bits) if jit else sampling.uniform_from_bits(bits)
+    u = u.numpy()
+    assert u.dtype == np.float32 and (u > 0).all() and (u < 1).all()
+    assert u[0] == 2.0**-24 and u[-1] == 1 - 2.0**-24 and u[2] == 0.5 + 2.0**-24
+
+
+def test_update_slice_writes_the_same_eagerly_and_compiled():
+    buffer = tf.reshape(tf.range(24, dtype=tf.float32), [2, 3, 4])
+    update = -tf.ones([1, 2, 2])
+    for start in ([1, 1, 2], [1, 2, 3], [0, 0, 0]):  # the second is clamped to fit, as DynamicUpdateSlice does
+        start = tf.constant(start, tf.int32)
+        eager = cache.update_slice(buffer, update, start)
+        compiled = tf.function(cache.update_slice, jit_compile=True)(buffer, update, start)
+        np.testing.assert_array_equal(eager.numpy(), compiled.numpy())

@@ -6,7 +6,8 @@ TensorFlow ops. The same functions run three ways here:
   eager        op by op from Python: generate(..., jit_compile=False). Every op is a Python
                call, every intermediate a real tensor you can print.
   tf.function  traced once into a TensorFlow graph; TensorFlow's executor then runs the graph's
-               ops one by one in C++, without Python.
+               ops one by one in C++, without Python. (Two ops exist only in XLA, the in-place
+               cache write and the optimization barrier; TensorFlow compiles them one by one.)
   XLA          the same graph compiled by XLA into one program whose ops are fused into loops
                over memory (generate()'s default, tf.function(jit_compile=True)).
 
