@@ -25,7 +25,6 @@ V vocabulary, E hidden width.
 from typing import NamedTuple
 
 import tensorflow as tf
-# DynamicUpdateSlice, the op XLA updates in place (see kernels/cache.py).
 
 from xlagen.kernels import cache, search
 from xlagen.kernels.shapes import dim

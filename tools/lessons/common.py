@@ -5,9 +5,12 @@ the lessons themselves show nothing but the idea they measure.
 """
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: keep its start-up chatter off
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/
+from bench import best_seconds  # noqa: E402,F401 - the benchmark's timer: the shortest of `reps` calls
 
 
 def arguments(doc, argv=None, plot=True, options=()):
@@ -43,15 +46,6 @@ def seconds(fn):
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
-
-
-def best_seconds(fn, repeat):
-    """The shortest of `repeat` timed calls of fn(), in seconds: this machine is shared, and
-    the best run is the one least disturbed by everything else on it."""
-    best = float("inf")
-    for _ in range(repeat):
-        best = min(best, seconds(fn)[1])
-    return best
 
 
 def table(headers, rows):
