@@ -138,7 +138,7 @@ def contrastive_search(model, logits, model_state, history, max_new_tokens, knob
 
     state = ContrastiveState(step=tf.constant(0), history=decode._flat(decode._prompt_history(history, 1, max_new_tokens)),
                              done=tf.zeros([batch], tf.bool), logits=logits, context=context,
-                             transition=tf.zeros([batch, max_new_tokens]),
+                             transition=decode._transition_buffer(batch, max_new_tokens, strategy),
                              scores=decode._score_buffer(batch, vocab, max_new_tokens, strategy), model=model_state)
     state = tf.while_loop(cond, body, (state,), maximum_iterations=max_new_tokens)[0]
     tokens = state.history[:, prompt_len:]

@@ -166,6 +166,15 @@ def _score_buffer(rows, vocab, max_new_tokens, strategy):
     return tf.zeros([max_new_tokens, rows, vocab] if strategy.output_scores else [0])
 
 
+def _transition_buffer(rows, max_new_tokens, strategy):
+    """The [R, N] chosen tokens' scores, or an empty [R, 0] placeholder without output_scores.
+
+    Never a loop-invariant [R, N] constant: TensorFlow copies such constants into the loop body
+    under names whose numbering follows Python's hash seed, which would give every process a
+    different program and defeat the persistent compile cache."""
+    return tf.zeros([rows, max_new_tokens if strategy.output_scores else 0])
+
+
 def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
     """Decode with the strategy's loop, prefill included, as one traceable function.
 
@@ -254,7 +263,7 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
 
     rows = batch * group
     state = RowState(step=tf.constant(0), history=_flat(_prompt_history(history, group, max_new_tokens)),
-                     done=tf.zeros([rows], tf.bool), transition=tf.zeros([rows, max_new_tokens]),
+                     done=tf.zeros([rows], tf.bool), transition=_transition_buffer(rows, max_new_tokens, strategy),
                      scores=_score_buffer(rows, vocab, max_new_tokens, strategy), model=model_state)
     state, token = choose(_flat(tf.broadcast_to(logits[:, None], [batch, group, vocab])), state)
 
