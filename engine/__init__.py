@@ -10,7 +10,7 @@ start-up logging before TensorFlow is imported.
 import importlib
 
 _EXPORTS = {
-    "load": ".generator", "Generator": ".generator",
+    "load": ".generator", "Generator": ".generator", "enable_compile_cache": ".compile_cache",
     "XlagenError": "xlagen.models.errors", "CheckpointFormatError": "xlagen.models.errors",
     "CheckpointNotFoundError": "xlagen.models.errors", "GenerationArgumentError": "xlagen.models.errors",
     "UnsupportedModelError": "xlagen.models.errors", "MemoryLimitError": "xlagen.models.errors",

@@ -1,7 +1,9 @@
 """The public Generator: load a checkpoint, generate token ids or text, compute logits."""
 import collections
+import logging
 import os
 import threading
+import time
 import warnings
 from typing import NamedTuple, Optional
 
@@ -12,15 +14,20 @@ from xlagen import models
 from xlagen.kernels.search import NO_TOKEN
 from xlagen.models import GenerationArgumentError, MemoryLimitError
 
-from . import decode, options, stop_strings
+from . import compile_cache, decode, options, stop_strings
 from .limits import default_memory_limit
+
+log = logging.getLogger("xlagen")
+
+if os.environ.get(compile_cache.ENV):  # opt-in from Python: the variable set before xlagen.engine is used
+    compile_cache.enable_compile_cache()
 
 # Compiled programs a Generator keeps (generate and logits together) before it drops the least
 # recently used: a server that sees many shapes must not grow without bound.
 MAX_PROGRAMS = 32
 
 
-def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS):
+def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revision=None):
     """Load a checkpoint folder in Hub layout, a Hub id (with huggingface_hub installed), or,
     with no argument or "default", the small GPT-2 trained on Python's documentation that
     ships inside the package.
@@ -33,9 +40,10 @@ def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS):
     per call with generate(..., memory_limit=...).
     max_programs: compiled programs (generate and logits) kept at once; beyond it the least
     recently used is dropped and compiles again if it is needed again.
+    revision: for a Hub id, the branch, tag or commit to load (None: the default branch).
     Returns a Generator. Raises a subclass of xlagen.models.XlagenError naming the file at fault.
     """
-    folder = models.resolve(name_or_path)
+    folder = models.resolve(name_or_path, revision)
     config, model = models.load_model(folder)
     if model.unused:
         warnings.warn(f"{folder}: tensors not used by {config.model_type}: {', '.join(model.unused[:10])}"
@@ -170,7 +178,11 @@ class DecodeCall(NamedTuple):
 
 class Programs:
     """Compiled programs by static key, at most `limit` of them, the least recently used dropped
-    first. Thread-safe; a program built here counts in `traces` when it is traced."""
+    first. Thread-safe; a program built here counts in `traces` when it is traced.
+
+    A program's first call traces and compiles it (or loads it from the persistent compile
+    cache), and says so on the "xlagen" logger at INFO level, as it starts and when it is done.
+    """
 
     def __init__(self, limit):
         self.limit = limit
@@ -181,17 +193,44 @@ class Programs:
     def __len__(self):
         return len(self._programs)
 
-    def get(self, key, build):
-        """The program for `key`, built by build(count_trace) -> tf.function when missing;
-        the function must call count_trace() once per trace."""
+    def _get(self, key, build, fresh=False):
+        """(program, new): the program for `key`, built by build(count_trace) -> tf.function when
+        missing (or when `fresh`); new when it was built by this call."""
         with self._lock:
-            if key in self._programs:
+            if key in self._programs and not fresh:
                 self._programs.move_to_end(key)
-                return self._programs[key]
+                return self._programs[key], False
             program = self._programs[key] = build(self._count)
+            self._programs.move_to_end(key)
             while len(self._programs) > max(1, self.limit):
                 self._programs.popitem(last=False)
-            return program
+            return program, True
+
+    def run(self, key, build, args, what):
+        """Call the program for `key` on `args` (a tuple of tensors), building it with
+        build(count_trace) when missing; the function must call count_trace() once per trace.
+        what: str, the program for the log, "greedy program for batch 1, prompt 8, 32 new tokens".
+        Returns the program's outputs."""
+        program, new = self._get(key, build)
+        if not new:
+            return program(*args)
+        log.info("compiling %s", what, extra={"xlagen_status": "start"})
+        cached, start = compile_cache.entries(), time.perf_counter()
+        try:
+            out = program(*args)
+        except tf.errors.OpError as error:
+            if compile_cache.folder() is None:
+                raise
+            # A cache entry that cannot be loaded fails the call. A new tf.function has new names,
+            # so it misses the cache and compiles; if it fails too, the fault was not the cache's.
+            out = self._get(key, build, fresh=True)[0](*args)
+            compile_cache.discard_unloadable(error)
+        seconds = time.perf_counter() - start
+        how = "" if compile_cache.folder() is None else (
+            " (saved to the compile cache)" if compile_cache.entries() - cached else " (from the compile cache)")
+        log.info("compiled %s in %.1f s%s", what, seconds, how,
+                 extra={"xlagen_status": "done", "seconds": seconds, "cache_note": how})
+        return out
 
     def _count(self):
         with self._lock:
@@ -359,9 +398,15 @@ class Generator:
                                "Lower the batch, num_beams / num_return_sequences or max_new_tokens")
         return Plan(opts, strategy, padded, self._prefix_width(width), stop)
 
-    def _program(self, batch, call):
-        """The compiled program of a DecodeCall, traced on first use."""
-        plan = call.plan
+    def _run_program(self, call):
+        """Run a DecodeCall's compiled program, tracing and compiling it on first use.
+        Returns its dict of output tensors."""
+        plan, batch = call.plan, len(call.args[0])
+        strategy = plan.strategy
+        group = {"beam": f", {strategy.group} beams", "contrastive": f", {strategy.group} candidates"}.get(
+            strategy.kind, f", {strategy.group} rows per prompt" if strategy.group > 1 else "")
+        what = (f"{strategy.kind} program for batch {batch}{group}, prompt {plan.width}, "
+                f"{plan.opts.max_new_tokens} new tokens")
 
         def build(count_trace):
             def run(input_ids, attention_mask, knobs):
@@ -372,7 +417,8 @@ class Generator:
             return tf.function(run, jit_compile=True, reduce_retracing=False, autograph=False,
                                input_signature=[ids, ids, plan.knob_specs()])
 
-        return self._programs.get(("generate", batch, plan.width, plan.opts.max_new_tokens, plan.strategy), build)
+        return self._programs.run(("generate", batch, plan.width, plan.opts.max_new_tokens, strategy), build,
+                                  call.args, what)
 
     def decode_call(self, input_ids, attention_mask=None, **kwargs):
         """Check a generate call and prepare it without running it: the plain decode function
@@ -440,7 +486,7 @@ class Generator:
         jit_compile = _jit_compile(kwargs.pop("jit_compile", True))
         call = self.decode_call(input_ids, attention_mask, **kwargs)
         if jit_compile:
-            out = self._program(len(call.args[0]), call)(*call.args)
+            out = self._run_program(call)
         else:  # the same function, run op by op: nothing is traced or compiled
             out = call.function(*call.args)
         out = {k: v.numpy() for k, v in out.items()}
@@ -571,7 +617,8 @@ class Generator:
                                input_signature=[tf.TensorSpec(a.shape, tf.int32) for a in args])
 
         if jit_compile:
-            logits = self._programs.get(("logits",) + tuple(tuple(a.shape) for a in args), build)(*args).numpy()
+            key = ("logits",) + tuple(tuple(a.shape) for a in args)
+            logits = self._programs.run(key, build, args, f"logits program for batch {batch}, {width} positions").numpy()
         else:
             logits = self.model.logits(*args).numpy()
         # Decoder-only: the bucket padding is on the left; encoder-decoder: on the decoder's right.

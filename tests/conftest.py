@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The suite never writes to the user's compile cache; tests/test_compile_cache.py sets its own.
+os.environ["XLAGEN_CACHE_DIR"] = ""
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # tools/ holds the torch-free helpers that fixture scripts and tests share (tools/legacy_folders.py).
 sys.path.append(os.path.join(os.path.dirname(FIXTURES), "..", "tools"))
