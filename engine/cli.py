@@ -2,12 +2,20 @@
 
     xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT] [--eager] PROMPT...
     xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
+
+Both keep compiled programs in the persistent compile cache (--compile-cache) and keep
+TensorFlow's C++ log lines off stderr unless --verbose.
 """
 import argparse
+import logging
 import os
+import re
 import sys
+import tempfile
+import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: keep its start-up chatter off
+# TensorFlow's C++ log lines ("I0000 00:00:... cudart_stub.cc:31] ...") and absl's notice before them.
+_TF_LOG_LINE = re.compile(rb"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All log messages before absl::)")
 
 # Generation options passed on only when given, so the checkpoint's defaults apply: (flag, type).
 OPTIONS = [("min-new-tokens", int), ("temperature", float), ("top-k", int), ("top-p", float), ("num-beams", int),
@@ -27,6 +35,13 @@ def _add_options(parser):
                         help="never generate WORD (repeatable): bans its tokens as written and after a space")
     parser.add_argument("--stop", action="append", metavar="TEXT", default=None,
                         help="end a completion at the token that completes TEXT (repeatable; stop_strings)")
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit to load (Hub ids only)")
+    parser.add_argument("--compile-cache", metavar="DIR", default=None,
+                        help="keep compiled programs in DIR for later runs (default: $XLAGEN_CACHE_DIR, else "
+                             "~/.cache/xlagen/xla; an empty DIR turns the cache off)")
+    parser.add_argument("--verbose", action="store_true", help="let TensorFlow's own log lines through to stderr")
+    parser.add_argument("--progress", action="store_true",
+                        help="say on stderr what compiles and how long it took even when stderr is not a terminal")
 
 
 def bad_words_ids(tokenizer, words):
@@ -73,13 +88,76 @@ def _parser():
     return parser
 
 
+def _import_tensorflow(verbose):
+    """Import TensorFlow; unless verbose, with its C++ start-up lines kept off stderr.
+
+    TF_CPP_MIN_LOG_LEVEL quiets TensorFlow once absl logging is set up, but the lines logged
+    while its libraries load (cudart_stub's "Could not find cuda drivers", ...) come before that
+    and go straight to file descriptor 2: catch them there, pass on anything else."""
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        import tensorflow  # noqa: F401
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True) if not _TF_LOG_LINE.match(line)]
+            if kept:
+                sys.stderr.buffer.write(b"".join(kept))
+                sys.stderr.flush()
+
+
+class _StatusLine(logging.Handler):
+    """The "xlagen" logger's compile messages as one line on a terminal: what is compiling, then
+    the seconds it took, on the same line."""
+
+    def __init__(self, stream):
+        super().__init__(logging.INFO)
+        self.stream = stream
+
+    def emit(self, record):
+        status = getattr(record, "xlagen_status", None)
+        if status == "start":
+            self.stream.write(record.getMessage() + "\u2026")
+        elif status == "done":
+            self.stream.write(f" {record.seconds:.1f} s{record.cache_note}\n")
+        else:
+            self.stream.write(record.getMessage() + "\n")
+        self.stream.flush()
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"xlagen: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None):
     """Entry point of the `xlagen` console script. Returns the process exit code."""
     args = _parser().parse_args(argv)
-    from xlagen.engine import load
+    _import_tensorflow(args.verbose)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _run(args)
+
+
+def _run(args):
+    from xlagen.engine import enable_compile_cache, load
     from xlagen.models import XlagenError
+    if not getattr(args, "eager", False):
+        enable_compile_cache(args.compile_cache)
+    logger = logging.getLogger("xlagen")
+    if (args.progress or sys.stderr.isatty()) and not logger.handlers:
+        logger.addHandler(_StatusLine(sys.stderr))
+        logger.setLevel(logging.INFO)
     try:
-        gen = load(args.model)
+        gen = load(args.model, revision=args.revision)
         if args.command == "export":
             gen.export(args.out, prompt_length=args.prompt_length, batch_size=args.batch_size,
                        **_options(args, gen.tokenizer))
