@@ -3,15 +3,27 @@
 A model module exposes `parse_config(dict, source)`, `hub_shapes(config)` and
 `build(config, tensors, source)`; the built tf.Module offers the decoding interface of
 models/base.py (`prefill`, `step`, `reorder`, `logits`, `continues_prompt`), the same for every model.
+
+The model modules (and TensorFlow with them) are imported on first use, so that finding and
+fetching a checkpoint (`resolve`) and reading its files need no TensorFlow.
 """
+import importlib
 import os
 
-from . import gpt2, opt, t5
 from .checkpoint import read_json, read_tensors, resolve, weight_files
 from .errors import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
                      UnsupportedModelError, XlagenError)
 
-MODEL_TYPES = {"gpt2": gpt2, "opt": opt, "t5": t5}
+FAMILIES = ("gpt2", "opt", "t5")  # config.json model_type -> the module of that name
+
+
+def __getattr__(name):
+    """gpt2, opt, t5: the model modules; MODEL_TYPES: {model_type: module}."""
+    if name in FAMILIES:
+        return importlib.import_module("." + name, __name__)
+    if name == "MODEL_TYPES":
+        return {family: importlib.import_module("." + family, __name__) for family in FAMILIES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_config(folder):
@@ -19,10 +31,10 @@ def load_config(folder):
     path = os.path.join(folder, "config.json")
     data = read_json(path)
     model_type = data.get("model_type")
-    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise UnsupportedModelError(
-            f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(sorted(MODEL_TYPES))}")
-    return MODEL_TYPES[model_type].parse_config(data, path)
+            f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
+    return __getattr__(model_type).parse_config(data, path)
 
 
 def load_model(folder):
@@ -34,9 +46,9 @@ def load_model(folder):
     config = load_config(folder)
     paths = weight_files(folder)
     source = paths[0] if len(paths) == 1 else f"the {len(paths)} shards in {folder}"
-    return config, MODEL_TYPES[config.model_type].build(config, read_tensors(paths), source)
+    return config, __getattr__(config.model_type).build(config, read_tensors(paths), source)
 
 
-__all__ = ["MODEL_TYPES", "load_config", "load_model", "read_json", "resolve", "XlagenError",
+__all__ = ["FAMILIES", "MODEL_TYPES", "load_config", "load_model", "read_json", "resolve", "XlagenError",
            "CheckpointFormatError", "CheckpointNotFoundError", "GenerationArgumentError", "MemoryLimitError",
            "UnsupportedModelError"]

@@ -26,13 +26,20 @@ DEFAULT_MODEL = "default"
 DEFAULT_FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default")
 
 
-def resolve(name_or_path=None):
+def resolve(name_or_path=None, revision=None):
     """The local folder for a checkpoint: the bundled default model for None or "default";
     `name_or_path` itself when it is a folder; else a Hub id fetched (only the files xlagen
-    reads) with huggingface_hub when that is installed.
+    reads) with huggingface_hub when that is installed, at `revision` (a branch, tag or commit;
+    None: the repo's default branch).
 
     Returns a str path. Raises CheckpointNotFoundError with what to do when none works.
     """
+    if revision is not None and not isinstance(revision, str):
+        raise TypeError(f"revision must be a str (a branch, tag or commit of a Hub repo), not {type(revision).__name__}")
+    local = name_or_path is None or name_or_path == DEFAULT_MODEL or os.path.isdir(os.fspath(name_or_path))
+    if local and revision is not None:
+        raise CheckpointNotFoundError(f"revision={revision!r} picks a version of a Hub repo, but "
+                                      f"{name_or_path or DEFAULT_MODEL!r} is a local folder; drop revision")
     if name_or_path is None or name_or_path == DEFAULT_MODEL:
         return DEFAULT_FOLDER
     path = os.fspath(name_or_path)
@@ -42,35 +49,38 @@ def resolve(name_or_path=None):
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", path) or os.path.exists(path):
         raise CheckpointNotFoundError(f"model folder {path!r} does not exist (expected a folder holding config.json and model.safetensors)")
     try:
-        from huggingface_hub import hf_hub_download
+        import huggingface_hub
         from huggingface_hub.errors import EntryNotFoundError
     except ImportError:
         raise CheckpointNotFoundError(
             f"{path!r} is not a local folder, and huggingface_hub is not installed to fetch it from the Hub. "
             f"Either `pip install 'xlagen[hub]'`, or download config.json, model.safetensors and tokenizer.json "
             f"of {path!r} into a folder and pass that folder.") from None
-    return _fetch(path, hf_hub_download, EntryNotFoundError)
+    return _fetch(path, revision, huggingface_hub, EntryNotFoundError)
 
 
-def _fetch(repo_id, hf_hub_download, EntryNotFoundError):
+def _fetch(repo_id, revision, hub, EntryNotFoundError):
     """Download exactly the files xlagen reads from Hub repo `repo_id` into huggingface_hub's cache:
     config.json; generation_config.json and tokenizer.json when present; then
     model.safetensors.index.json and the shards its weight_map names, or else model.safetensors.
     Other files (another checkpoint's safetensors, pickles) are never requested. Every file
     comes from the commit config.json came from. Returns the local snapshot folder."""
     def get(filename, required=True):
+        # huggingface_hub remembers files a commit lacks but asks the server again: not for a known commit
+        if not required and commit and hub.try_to_load_from_cache(repo_id, filename, revision=commit) is hub._CACHED_NO_EXIST:
+            return None
         try:
-            return hf_hub_download(repo_id=repo_id, filename=filename, revision=revision)
+            return hub.hf_hub_download(repo_id=repo_id, filename=filename, revision=commit)
         except EntryNotFoundError:
             if required:
                 raise
             return None
 
-    revision = None
+    commit = revision
     try:
         config = get("config.json")
         folder = os.path.dirname(config)
-        revision = os.path.basename(folder)  # the snapshot folder is named by the commit it holds
+        commit = os.path.basename(folder)  # the snapshot folder is named by the commit it holds
         for name in HUB_FILES[1:]:
             get(name, required=False)
         index = get(SAFETENSORS_INDEX, required=False)
@@ -93,8 +103,9 @@ def _fetch(repo_id, hf_hub_download, EntryNotFoundError):
     except (CheckpointNotFoundError, CheckpointFormatError):
         raise
     except Exception as e:  # huggingface_hub raises many kinds: offline, unknown repo, missing file, ...
-        raise CheckpointNotFoundError(f"could not fetch {repo_id!r} from the Hub ({type(e).__name__}: {e}); "
-                                      f"pass a local folder instead") from e
+        at = "" if revision is None else f" at revision {revision!r}"
+        raise CheckpointNotFoundError(f"could not fetch {repo_id!r}{at} from the Hub ({type(e).__name__}: {e}); "
+                                      f"check the repo id and revision, or pass a local folder instead") from e
 
 
 def read_json(path, required=True):
