@@ -23,13 +23,11 @@ def _no_token_7(logits, history, step):
 SAMPLE = dict(temperature=0.8, top_k=20, top_p=0.9, seed=1234567)
 # name: (fixture, batch_size, export options, signature inputs beyond the prompts)
 CASES = {
-    # More than 64 rows (kernels.layers.dense changes the product's order there), open batch.
-    "gpt2-wide": ("gpt2-tiny", None, dict(eos_token_id=None), {}),
     "gpt2-sample": ("gpt2-tiny", None, dict(do_sample=True, num_return_sequences=2, repetition_penalty=1.3), SAMPLE),
     "gpt2-beam": ("gpt2-tiny", None, dict(num_beams=3, num_return_sequences=2, output_scores=True), dict(length_penalty=0.7)),
     "opt-greedy": ("opt-tiny", 2, dict(eos_token_id=None), {}),
-    "t5-sample": ("t5-v1_1-tiny", None, dict(do_sample=True), SAMPLE),
-    # The controls, a processor of the caller's, stop strings and scores are carried into the SavedModel.
+    # The controls, a processor of the caller's, stop strings and scores are carried into the
+    # SavedModel; over 64 rows (kernels.layers.dense changes the product's order there), open batch.
     "gpt2-controls": ("gpt2-tiny", None, dict(bad_words_ids=[[88], [99, 281]], sequence_bias=[[[4], 1.5]],
                                               suppress_tokens=[116], forced_eos_token_id=0, eos_token_id=0,
                                               stop_strings=["e"], logits_processor=[_no_token_7], output_scores=True,
@@ -38,7 +36,7 @@ CASES = {
     "t5-beam-controls": ("t5-v1_1-tiny", 2, dict(num_beams=3, encoder_no_repeat_ngram_size=2, forced_bos_token_id=104,
                                                  output_scores=True), dict(length_penalty=1.5)),
 }
-ROWS = {"gpt2-wide": 66}  # prompts per case; 2 otherwise
+ROWS = {"gpt2-controls": 66}  # prompts per case; 2 otherwise
 
 # Runs in a fresh interpreter: xlagen is blocked, only TensorFlow and numpy are used.
 SERVE = r"""
