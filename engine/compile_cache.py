@@ -18,6 +18,7 @@ import glob
 import hashlib
 import os
 import platform
+import sys
 import time
 import warnings
 
@@ -52,7 +53,6 @@ def _cpu():
 
 def _tensorflow_started():
     """Whether TensorFlow has run an operation in this process (and so read its XLA flags)."""
-    import sys
     if "tensorflow" not in sys.modules:
         return False
     from tensorflow.python.eager import context
@@ -191,7 +191,7 @@ def discard_unloadable(error):
     """After a program failed to load from the cache and compiled fine again: remove the entries
     that are not whole (or, when all look whole, those older than this process, one of which
     failed to load), and warn once. Returns the removed file names."""
-    paths = glob.glob(os.path.join(_state["folder"] or "", "*.pb"))
+    paths = glob.glob(os.path.join(_state["folder"], "*.pb"))
     bad = []
     for path in paths:
         try:

@@ -17,12 +17,17 @@ from .errors import (CheckpointFormatError, CheckpointNotFoundError, GenerationA
 FAMILIES = ("gpt2", "opt", "t5")  # config.json model_type -> the module of that name
 
 
+def _module(family):
+    """The model module of a model_type in FAMILIES, imported on first use."""
+    return importlib.import_module("." + family, __name__)
+
+
 def __getattr__(name):
     """gpt2, opt, t5: the model modules; MODEL_TYPES: {model_type: module}."""
     if name in FAMILIES:
-        return importlib.import_module("." + name, __name__)
+        return _module(name)
     if name == "MODEL_TYPES":
-        return {family: importlib.import_module("." + family, __name__) for family in FAMILIES}
+        return {family: _module(family) for family in FAMILIES}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -34,7 +39,7 @@ def load_config(folder):
     if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise UnsupportedModelError(
             f"{path}: model_type {model_type!r} is not supported; supported: {', '.join(sorted(FAMILIES))}")
-    return __getattr__(model_type).parse_config(data, path)
+    return _module(model_type).parse_config(data, path)
 
 
 def load_model(folder):
@@ -46,7 +51,7 @@ def load_model(folder):
     config = load_config(folder)
     paths = weight_files(folder)
     source = paths[0] if len(paths) == 1 else f"the {len(paths)} shards in {folder}"
-    return config, __getattr__(config.model_type).build(config, read_tensors(paths), source)
+    return config, _module(config.model_type).build(config, read_tensors(paths), source)
 
 
 __all__ = ["FAMILIES", "MODEL_TYPES", "load_config", "load_model", "read_json", "resolve", "XlagenError",

@@ -36,14 +36,11 @@ def resolve(name_or_path=None, revision=None):
     """
     if revision is not None and not isinstance(revision, str):
         raise TypeError(f"revision must be a str (a branch, tag or commit of a Hub repo), not {type(revision).__name__}")
-    local = name_or_path is None or name_or_path == DEFAULT_MODEL or os.path.isdir(os.fspath(name_or_path))
-    if local and revision is not None:
-        raise CheckpointNotFoundError(f"revision={revision!r} picks a version of a Hub repo, but "
-                                      f"{name_or_path or DEFAULT_MODEL!r} is a local folder; drop revision")
-    if name_or_path is None or name_or_path == DEFAULT_MODEL:
-        return DEFAULT_FOLDER
-    path = os.fspath(name_or_path)
+    path = DEFAULT_FOLDER if name_or_path is None or name_or_path == DEFAULT_MODEL else os.fspath(name_or_path)
     if os.path.isdir(path):
+        if revision is not None:
+            raise CheckpointNotFoundError(f"revision={revision!r} picks a version of a Hub repo, but "
+                                          f"{name_or_path or DEFAULT_MODEL!r} is a local folder; drop revision")
         return path
     # A Hub id is "name" or "owner/name"; anything else that is not a folder is a bad path.
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?", path) or os.path.exists(path):
