@@ -248,7 +248,7 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
         length = prompt_len + state.step
         scores = processing.scores(logits, state.history, length, state.step, knobs, strategy, prepared, group)
         if strategy.kind == "sample":
-            token = sampling.sample(scores, tf.random.experimental.stateless_fold_in(knobs.seed, state.step))
+            token = sampling.sample(scores, knobs.seed, state.step)
         else:
             token = tf.argmax(_ranked(scores, strategy), axis=-1, output_type=tf.int32)
         token, done = search.finish(token, state.done, knobs.eos_ids, knobs.pad_id)

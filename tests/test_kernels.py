@@ -161,6 +161,31 @@ def test_uniform_from_bits_stays_inside_zero_and_one_eagerly_and_compiled(jit):
     assert u[0] == 2.0**-24 and u[-1] == 1 - 2.0**-24 and u[2] == 0.5 + 2.0**-24
 
 
+def test_uniform_gives_each_step_its_own_stream_the_same_eagerly_and_compiled():
+    shape, compiled = tf.constant([3, 4099]), tf.function(sampling.uniform, jit_compile=True)
+    draws = {}
+    for seed in ([0, 0], [0, 1], [-2**31, 2**31 - 1]):
+        for step in (0, 1, 700):
+            args = (shape, tf.constant(seed, tf.int32), tf.constant(step))
+            draws[tuple(seed), step] = u = sampling.uniform(*args).numpy()
+            np.testing.assert_array_equal(u, compiled(*args).numpy())
+            # Uniform enough for sampling: mean, spread, and the rows differ.
+            assert abs(u.mean() - 0.5) < 0.01 and abs(u.var() - 1 / 12) < 0.005 and not np.array_equal(u[0], u[1])
+    flat = np.stack([u.ravel() for u in draws.values()])
+    # No two (seed, step) streams share a draw pattern: correlations stay at chance level.
+    corr = np.corrcoef(flat) - np.eye(len(flat))
+    assert np.abs(corr).max() < 0.05
+
+
+def test_sampling_program_derives_no_key_with_philox():
+    """The key and counter go to Philox directly (see sampling.uniform): no StatelessRandomGetKeyCounter
+    or fold_in Philox on scalars, on which XLA's simplifier ran to its iteration limit."""
+    program = tf.function(lambda logits, seed, step: sampling.sample(logits, seed, step), jit_compile=True)
+    hlo = program.experimental_get_compiler_ir(tf.zeros([2, 64]), tf.constant([1, 2]), tf.constant(3))(stage="hlo")
+    assert "StatelessRandomUniformFullIntV2" in hlo
+    assert "GetKeyCounter" not in hlo and "fold_in" not in hlo.lower()
+
+
 def test_update_slice_writes_the_same_eagerly_and_compiled():
     buffer = tf.reshape(tf.range(24, dtype=tf.float32), [2, 3, 4])
     update = -tf.ones([1, 2, 2])
