@@ -14,6 +14,7 @@ _EXPORTS = {
     "XlagenError": "xlagen.models.errors", "CheckpointFormatError": "xlagen.models.errors",
     "CheckpointNotFoundError": "xlagen.models.errors", "GenerationArgumentError": "xlagen.models.errors",
     "UnsupportedModelError": "xlagen.models.errors", "MemoryLimitError": "xlagen.models.errors",
+    "BatchFileError": "xlagen.models.errors",
 }
 __all__ = list(_EXPORTS)
 

@@ -25,6 +25,8 @@ if os.environ.get(compile_cache.ENV):  # opt-in from Python: the variable set be
 # Compiled programs a Generator keeps (generate and logits together) before it drops the least
 # recently used: a server that sees many shapes must not grow without bound.
 MAX_PROGRAMS = 32
+# The largest batch generate_many chooses by itself (see BATCH in README's "Generate over a file").
+MAX_BATCH = 32
 
 
 def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revision=None):
@@ -201,6 +203,11 @@ class Programs:
                 self._programs.move_to_end(key)
                 return self._programs[key], False
             program = self._programs[key] = build(self._count)
+            # Every program is its own tf.function, traced once. TensorFlow counts the traces of all
+            # functions made from one piece of Python code, and from the sixth shape on (a batch job
+            # over several buckets) it would warn of "retracing" that is by design here.
+            if hasattr(program, "_omit_frequent_tracing_warning"):
+                program._omit_frequent_tracing_warning = True
             self._programs.move_to_end(key)
             while len(self._programs) > max(1, self.limit):
                 self._programs.popitem(last=False)
@@ -368,6 +375,13 @@ class Generator:
         """generate's keyword options for prompts `width` ids wide, resolved against the checkpoint's defaults."""
         return options.parse(kwargs, self.generation_config, self.config, self._prefix_width(width), self.vocab_size)
 
+    def _memory_parts(self, opts, strategy, batch, padded):
+        """The estimated bytes of a generate call, {part: bytes} (model.memory_estimate, and the scores)."""
+        parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens)
+        if strategy.output_scores:
+            parts["scores"] = opts.max_new_tokens * batch * strategy.group * self.vocab_size * 4
+        return parts
+
     def _plan(self, opts, batch, width, longest, bucket=True):
         """Check a call before anything compiles and choose its program: the one preparation
         path of generate and export.
@@ -389,9 +403,7 @@ class Generator:
         strategy = decode.strategy_for(opts, stop.key if stop else ())
         padded = width + (-width % opts.pad_to_multiple_of if bucket else 0)
         if batch is not None:
-            parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens)
-            if strategy.output_scores:
-                parts["scores"] = opts.max_new_tokens * batch * strategy.group * self.vocab_size * 4
+            parts = self._memory_parts(opts, strategy, batch, padded)
             rows = f"batch {batch} x {strategy.group} {'beams' if strategy.kind == 'beam' else 'rows'} per prompt"
             self._check_memory(parts, opts.memory_limit,
                                f"{rows}, {self.model.num_cache_layers} layers, {padded} + {opts.max_new_tokens} positions",
@@ -544,22 +556,101 @@ class Generator:
         Returns:
           list[str], num_return_sequences per prompt (those of prompt 0 first), special tokens removed.
         """
-        tokenizer = self._require_tokenizer()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise GenerationArgumentError("prompts must be a str or a non-empty list of str")
-        encoded = [tokenizer.encode(p).ids for p in prompts]
-        if any(not e for e in encoded):
-            raise GenerationArgumentError("a prompt encodes to no tokens; give every prompt some text")
+        encoded = self.encode_prompts(prompts)
+        texts, _ = self._complete(encoded, return_full_text, kwargs)
+        return [text for group in texts for text in group]
+
+    def encode_prompts(self, prompts):
+        """Token ids of each text prompt (list of str -> list of list of int); a prompt that
+        encodes to no tokens raises GenerationArgumentError naming its index."""
+        tokenizer = self._require_tokenizer()
+        encoded = [e.ids for e in tokenizer.encode_batch(list(prompts))]
+        for index, ids in enumerate(encoded):
+            if not ids:
+                raise GenerationArgumentError(f"prompt {index} ({prompts[index]!r}) encodes to no tokens; "
+                                              f"give every prompt some text")
+        return encoded
+
+    def _complete(self, encoded, return_full_text, kwargs):
+        """Generate after one batch of encoded prompts and decode: ([[str] * R per prompt],
+        [new tokens of each prompt's R rows, up to and including each row's EOS: python int])."""
+        tokenizer = self._require_tokenizer()
         ids, mask = left_pad(encoded)
         out = self.generate(ids, attention_mask=mask, **kwargs)
         sequences = out.sequences if isinstance(out, GenerateOutput) else out
         returns = len(sequences) // len(encoded)  # rows of prompt 0 first
         start = self._prefix_width(ids.shape[1])
+        new = sequences[:, start:]
+        eos = self._options({k: v for k, v in kwargs.items() if k != "jit_compile"}, ids.shape[1]).eos_token_ids
+        ended = np.isin(new, eos) if eos else np.zeros(new.shape, bool)
+        # A row's tokens: those up to its first EOS (included), or all of them.
+        counts = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, new.shape[1])
         # A continuation is decoded together with its prompt, so tokens that join across the seam decode as one.
         keep = return_full_text and self.model.continues_prompt
-        return [tokenizer.decode((encoded[row // returns] if keep else []) + sequences[row, start:].tolist(),
-                                 skip_special_tokens=True) for row in range(len(sequences))]
+        texts = [tokenizer.decode((encoded[row // returns] if keep else []) + new[row].tolist(),
+                                  skip_special_tokens=True) for row in range(len(sequences))]
+        return ([texts[i:i + returns] for i in range(0, len(texts), returns)],
+                counts.reshape(len(encoded), returns).sum(axis=1).tolist())
+
+    def batch_size_for(self, width, **kwargs):
+        """The largest batch (a power of two, at most MAX_BATCH) of prompts `width` tokens wide
+        whose generate call fits the memory limit with these options (python int >= 1)."""
+        opts = self._options(kwargs, width)
+        strategy = decode.strategy_for(opts)
+        padded = width + (-width % opts.pad_to_multiple_of)
+        limit = self.memory_limit if opts.memory_limit is None else opts.memory_limit
+        batch = MAX_BATCH
+        while batch > 1 and sum(self._memory_parts(opts, strategy, batch, padded).values()) > limit:
+            batch //= 2
+        return batch
+
+    def generate_many(self, prompts, batch_size=None, return_full_text=False, progress=None, **kwargs):
+        """Generate after many text prompts, batched by length: yields (index, completions) as
+        each batch finishes, in the order of the batches (not of the prompts).
+
+        Prompts are grouped by their token length's bucket (pad_to_multiple_of, default 8) and
+        each group is cut into batches of batch_size; a group's last, smaller batch is filled
+        up, by repeating one of its prompts (those rows are dropped), to batch_size when the
+        group had full batches and else to a power of two: a whole job compiles about one
+        program per bucket, never one per prompt.
+        Args:
+          prompts: a sequence of str.
+          batch_size: python int, prompts per generate call; None: the largest power of two up
+            to MAX_BATCH (32) that fits the memory limit, per bucket (batch_size_for).
+          return_full_text: as for generate_text (default False: the completion only).
+          progress: None, or a function called after each batch with (prompts done in that
+            batch, new tokens generated in it), e.g. to update a progress bar.
+          **kwargs: generation options, as for generate (the same for every prompt).
+        Yields:
+          (index: python int into prompts, completions: list of num_return_sequences str).
+        """
+        prompts = list(prompts)
+        if not all(isinstance(p, str) for p in prompts):
+            raise GenerationArgumentError("prompts must be a sequence of str")
+        if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool)
+                                       or batch_size < 1):
+            raise GenerationArgumentError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        encoded = self.encode_prompts(prompts)
+        multiple = self._options(kwargs, 1).pad_to_multiple_of
+        buckets = collections.defaultdict(list)
+        for index, ids in enumerate(encoded):
+            buckets[-(-len(ids) // multiple) * multiple].append(index)
+        for width in sorted(buckets):
+            indices = buckets[width]
+            size = batch_size or self.batch_size_for(width, **kwargs)
+            for first in range(0, len(indices), size):
+                chunk = indices[first:first + size]
+                # The last batch of a bucket that had full ones reuses their program; a bucket
+                # smaller than one batch takes the next power of two.
+                rows = size if len(indices) >= size else min(stop_strings._bucket(len(chunk), 1), size)
+                filled = chunk + chunk[-1:] * (rows - len(chunk))
+                texts, tokens = self._complete([encoded[i] for i in filled], return_full_text, kwargs)
+                if progress is not None:
+                    progress(len(chunk), sum(tokens[:len(chunk)]))
+                yield from zip(chunk, texts)
 
     # -- logits -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import importlib
 import os
 
 from .checkpoint import read_json, read_tensors, resolve, weight_files
-from .errors import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
+from .errors import (BatchFileError, CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
                      UnsupportedModelError, XlagenError)
 
 FAMILIES = ("gpt2", "opt", "t5")  # config.json model_type -> the module of that name
@@ -56,4 +56,4 @@ def load_model(folder):
 
 __all__ = ["FAMILIES", "MODEL_TYPES", "load_config", "load_model", "read_json", "resolve", "XlagenError",
            "CheckpointFormatError", "CheckpointNotFoundError", "GenerationArgumentError", "MemoryLimitError",
-           "UnsupportedModelError"]
+           "UnsupportedModelError", "BatchFileError"]

@@ -27,3 +27,7 @@ class GenerationArgumentError(XlagenError, ValueError):
 
 class MemoryLimitError(GenerationArgumentError):
     """A generate call would allocate more memory than the caller allowed (memory_limit)."""
+
+
+class BatchFileError(XlagenError, ValueError):
+    """A batch job's input file has a bad line, or its output file holds lines of another job."""
