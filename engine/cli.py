@@ -2,6 +2,8 @@
 
     xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT] [--eager] PROMPT...
     xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
+    xlagen batch [--model PATH] --input FILE --output FILE [--batch-size B] [--on-error stop|skip] [--quiet]
+                 [--runner DirectRunner [Beam options...]] [generation options...]
 
 Both keep compiled programs in the persistent compile cache (--compile-cache) and keep
 TensorFlow's C++ log lines off stderr unless --verbose.
@@ -12,6 +14,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import warnings
 
 # TensorFlow's C++ log lines ("I0000 00:00:... cudart_stub.cc:31] ...") and absl's notice before them.
@@ -85,6 +88,28 @@ def _parser():
     export.add_argument("--output-scores", action="store_true", default=None,
                         help="also output sequence_scores and scores")
     _add_options(export)
+    batch = sub.add_parser("batch", help="generate for every prompt of a file, into a JSON Lines file (resumable)",
+                           epilog="With --runner, every option xlagen does not know goes to Apache Beam "
+                                  "(--direct-num-workers 2, --project ..., ...).")
+    batch.add_argument("--input", required=True, metavar="FILE",
+                       help='prompts: JSON Lines ({"prompt": ..., "id": ...} a line) for a name ending in .jsonl, '
+                            "else plain text, one prompt a line")
+    batch.add_argument("--output", required=True, metavar="FILE",
+                       help="JSON Lines results; a rerun skips the ids it already holds")
+    batch.add_argument("--batch-size", type=int, default=None,
+                       help="prompts per generate call (default: the largest power of two up to 32 that fits "
+                            "the memory limit)")
+    batch.add_argument("--on-error", choices=("stop", "skip"), default="stop",
+                       help="a bad input line stops the job before anything is generated (stop), or gets an "
+                            "error line in the output (skip)")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar and no summary on stderr")
+    batch.add_argument("--runner", default=None,
+                       help="run as an Apache Beam pipeline on this runner (DirectRunner, DataflowRunner, ...; "
+                            "needs the beam extra)")
+    batch.add_argument("--staging", default=None, metavar="DIR",
+                       help="with --runner: where workers write their results (a gs:// folder on Dataflow; "
+                            "default: a local temporary folder)")
+    _add_options(batch)
     return parser
 
 
@@ -140,11 +165,105 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv=None):
     """Entry point of the `xlagen` console script. Returns the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not (args.command == "batch" and args.runner):
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    args.beam_args = beam_args
     _import_tensorflow(args.verbose)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         return _run(args)
+
+
+class _Bar:
+    """The batch job's progress bar on stderr (tqdm): prompts done of total, new tokens per
+    second, ETA; compile messages of the "xlagen" logger show beside it."""
+
+    def __init__(self, show):
+        self.show, self.bar, self.tokens, self.start = show, None, 0, time.perf_counter()
+
+    def __call__(self, done, new, total):
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="prompt", desc="generating", file=sys.stderr, disable=not self.show,
+                            dynamic_ncols=True)
+            self.start = time.perf_counter()
+        self.tokens += new
+        self.bar.set_postfix_str(f"{self.tokens / max(time.perf_counter() - self.start, 1e-9):.0f} tokens/s",
+                                 refresh=False)
+        self.bar.update(done)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _BarStatus(logging.Handler):
+    """Compile messages as the bar's postfix, so that a long compile does not look hung."""
+
+    def __init__(self, bar):
+        super().__init__(logging.INFO)
+        self.bar = bar
+
+    def emit(self, record):
+        if self.bar.bar is not None and getattr(record, "xlagen_status", None) == "start":
+            self.bar.bar.set_postfix_str(record.getMessage() + "\u2026")
+
+
+def _beam_options(argv):
+    """Beam's own flags as given, with --dashed-names spelled as Beam's --underscored_names
+    (--direct-num-workers 2 -> --direct_num_workers 2); values are left alone."""
+    spelled = []
+    for arg in argv:
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            arg = "--" + name.replace("-", "_") + eq + value
+        spelled.append(arg)
+    return spelled
+
+
+def _batch(args, gen):
+    """xlagen batch: the job on this machine, or with --runner as a Beam pipeline."""
+    from . import batch
+    options = _options(args, gen.tokenizer)
+    show = not args.quiet and (args.progress or sys.stderr.isatty())
+    start = time.perf_counter()
+    generate = None
+    if args.runner:
+        beam_args = _beam_options(args.beam_args)
+        if not args.verbose:  # Beam's notes on import ("apitools not found", ...) and its workers' INFO lines
+            logging.getLogger().setLevel(logging.ERROR)
+            if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+                beam_args.append("--default_sdk_harness_log_level=ERROR")
+        try:
+            from . import beam
+        except ImportError as e:
+            from xlagen.models import XlagenError
+            raise XlagenError(f"--runner needs Apache Beam ({e}): pip install 'xlagen[beam]'") from None
+
+        def generate(todo, options):
+            return beam.generate(todo, ["--runner", args.runner] + beam_args, model=args.model, revision=args.revision,
+                                 batch_size=args.batch_size, compile_cache=args.compile_cache, options=options,
+                                 staging=args.staging)
+    bar = _Bar(show and not args.runner)
+    logger = logging.getLogger("xlagen")
+    status = _BarStatus(bar)
+    logger.addHandler(status)
+    if show:
+        logger.setLevel(logging.INFO)
+    try:
+        done = batch.run(gen, args.input, args.output, options, args.batch_size, args.on_error, progress=bar,
+                         generate=generate)
+    finally:
+        logger.removeHandler(status)
+        bar.close()
+    if not args.quiet:
+        seconds = time.perf_counter() - start
+        print(f"xlagen: {done['prompts']} prompts: {done['generated']} generated now, {done['earlier']} by an earlier "
+              f"run, {done['bad']} bad; {done['tokens']} new tokens in {seconds:.1f} s "
+              f"({done['tokens'] / max(seconds, 1e-9):.0f} tokens/s); wrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def _run(args):
@@ -153,11 +272,13 @@ def _run(args):
     if not getattr(args, "eager", False):
         enable_compile_cache(args.compile_cache)
     logger = logging.getLogger("xlagen")
-    if (args.progress or sys.stderr.isatty()) and not logger.handlers:
+    if (args.progress or sys.stderr.isatty()) and not logger.handlers and args.command != "batch":
         logger.addHandler(_StatusLine(sys.stderr))
         logger.setLevel(logging.INFO)
     try:
         gen = load(args.model, revision=args.revision)
+        if args.command == "batch":
+            return _batch(args, gen)
         if args.command == "export":
             gen.export(args.out, prompt_length=args.prompt_length, batch_size=args.batch_size,
                        **_options(args, gen.tokenizer))
