@@ -56,11 +56,14 @@ class XlagenModelHandler(ModelHandler):
         self._compile_cache, self._options = compile_cache, options
 
     def load_model(self):
+        """Load the checkpoint (once per worker process): a Generator."""
         from xlagen.engine import enable_compile_cache, load
         enable_compile_cache(self._compile_cache)
         return load(self._model, revision=self._revision)
 
     def run_inference(self, batch, model, inference_args=None):
+        """batch: a sequence of str prompts; model: the Generator; inference_args: generation
+        options that override the handler's. Returns one PredictionResult per prompt, in order."""
         prompts = list(batch)
         options = dict(self._options, **(inference_args or {}))
         done = dict(model.generate_many(prompts, batch_size=self._batch_size,
@@ -68,6 +71,7 @@ class XlagenModelHandler(ModelHandler):
         return [PredictionResult(prompt, done[n], model.path) for n, prompt in enumerate(prompts)]
 
     def get_metrics_namespace(self):
+        """Beam metrics of this handler (and the new_tokens counter) go under "xlagen"."""
         return "xlagen"
 
 
