@@ -129,7 +129,8 @@ class Output:
 
     def _check_existing(self, input_path):
         """Read the lines a killed or finished run left; refuse a file that is not this job's."""
-        with open(path := self.path, "rb") as f:
+        path = self.path
+        with open(path, "rb") as f:
             data = f.read()
         whole = data[:data.rfind(b"\n") + 1]
         tail = data[len(whole):]

@@ -21,6 +21,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from xlagen.engine.batch import result
+
 # The most prompts RunInference groups into one run_inference call: enough for generate_many
 # to fill a few length buckets with full batches.
 MAX_PROMPTS_PER_CALL = 256
@@ -120,6 +122,5 @@ def generate(todo, pipeline_args, model=None, revision=None, batch_size=None, co
 
 
 def _as_json(keyed):
-    from xlagen.engine.batch import result
     ident, prediction = keyed
     return json.dumps(result(json.loads(ident), prediction.example, prediction.inference), ensure_ascii=False)

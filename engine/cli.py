@@ -181,7 +181,7 @@ class _Bar:
     second, ETA; compile messages of the "xlagen" logger show beside it."""
 
     def __init__(self, show):
-        self.show, self.bar, self.tokens, self.start = show, None, 0, time.perf_counter()
+        self.show, self.bar, self.tokens, self.start = show, None, 0, None
 
     def __call__(self, done, new, total):
         if self.bar is None:

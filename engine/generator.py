@@ -25,7 +25,7 @@ if os.environ.get(compile_cache.ENV):  # opt-in from Python: the variable set be
 # Compiled programs a Generator keeps (generate and logits together) before it drops the least
 # recently used: a server that sees many shapes must not grow without bound.
 MAX_PROGRAMS = 32
-# The largest batch generate_many chooses by itself (see BATCH in README's "Generate over a file").
+# The largest batch generate_many chooses by itself (README, "Generate over a file").
 MAX_BATCH = 32
 
 
