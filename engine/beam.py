@@ -40,6 +40,7 @@ class XlagenModelHandler(ModelHandler):
         memory estimate).
       compile_cache: folder of the persistent compile cache on the workers ("" off, None: the
         default, see xlagen.engine.enable_compile_cache).
+      load_kwargs: further arguments of xlagen.engine.load ({"dtype": "bfloat16"}, {"quantize": "int8"}).
       beam_kwargs: ModelHandler's own arguments (min_batch_size, max_batch_size, model_copies,
         large_model, ...); the batch sizes default to MAX_PROMPTS_PER_CALL.
       **options: generation options, as for generate (the same for every prompt; a prompt that
@@ -48,20 +49,21 @@ class XlagenModelHandler(ModelHandler):
     num_return_sequences completions (str), model_id the checkpoint's folder.
     """
 
-    def __init__(self, model=None, revision=None, batch_size=None, compile_cache=None, beam_kwargs=None, **options):
+    def __init__(self, model=None, revision=None, batch_size=None, compile_cache=None, beam_kwargs=None,
+                 load_kwargs=None, **options):
         # A fixed batch size by default: Beam's adaptive batching starts at one element and
         # grows, and every new batch shape is an XLA compile (a bundle's last batch is smaller anyway).
         beam_kwargs = dict({"min_batch_size": MAX_PROMPTS_PER_CALL, "max_batch_size": MAX_PROMPTS_PER_CALL},
                            **(beam_kwargs or {}))
         super().__init__(**beam_kwargs)
         self._model, self._revision, self._batch_size = model, revision, batch_size
-        self._compile_cache, self._options = compile_cache, options
+        self._compile_cache, self._options, self._load_kwargs = compile_cache, options, dict(load_kwargs or {})
 
     def load_model(self):
         """Load the checkpoint (once per worker process): a Generator."""
         from xlagen.engine import enable_compile_cache, load
         enable_compile_cache(self._compile_cache)
-        return load(self._model, revision=self._revision)
+        return load(self._model, revision=self._revision, **self._load_kwargs)
 
     def run_inference(self, batch, model, inference_args=None):
         """batch: a sequence of str prompts; model: the Generator; inference_args: generation
@@ -78,14 +80,14 @@ class XlagenModelHandler(ModelHandler):
 
 
 def generate(todo, pipeline_args, model=None, revision=None, batch_size=None, compile_cache=None, options=None,
-             staging=None):
+             staging=None, load_kwargs=None):
     """Run the prompts through a Beam pipeline (Create, RunInference, WriteToText) and read
     back what it wrote.
 
     Args:
       todo: list of engine.batch.Prompt to generate.
       pipeline_args: list of str, Beam's own options (--runner DirectRunner, --direct-num-workers 2, ...).
-      model, revision, batch_size, compile_cache, options: as for XlagenModelHandler.
+      model, revision, batch_size, compile_cache, options, load_kwargs: as for XlagenModelHandler.
       staging: where the workers write their result shards, a folder every worker and this
         process can reach (gs://... on Dataflow); None: a temporary local folder.
     Returns:
@@ -96,7 +98,8 @@ def generate(todo, pipeline_args, model=None, revision=None, batch_size=None, co
     from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    handler = KeyedModelHandler(XlagenModelHandler(model, revision, batch_size, compile_cache, **(options or {})))
+    handler = KeyedModelHandler(XlagenModelHandler(model, revision, batch_size, compile_cache, load_kwargs=load_kwargs,
+                                                    **(options or {})))
     records = [(json.dumps(p.id), p.text) for p in todo]  # Beam's coders need the id as a str
     with tempfile.TemporaryDirectory(prefix="xlagen-beam-") as local:
         # A folder of this run's own: shards an earlier, killed run left are never read back.

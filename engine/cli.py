@@ -39,6 +39,10 @@ def _add_options(parser):
     parser.add_argument("--stop", action="append", metavar="TEXT", default=None,
                         help="end a completion at the token that completes TEXT (repeatable; stop_strings)")
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit to load (Hub ids only)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                        help="store the weight matrices as this dtype (default float32; computation stays float32)")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="store the weight matrices as int8 with one scale per output row (load(quantize=...))")
     parser.add_argument("--compile-cache", metavar="DIR", default=None,
                         help="keep compiled programs in DIR for later runs (default: $XLAGEN_CACHE_DIR, else "
                              "~/.cache/xlagen/xla; an empty DIR turns the cache off)")
@@ -244,7 +248,7 @@ def _batch(args, gen):
 
         def generate(todo, options):
             return beam.generate(todo, ["--runner", args.runner] + beam_args, model=args.model, revision=args.revision,
-                                 batch_size=args.batch_size, compile_cache=args.compile_cache, options=options,
+                                 load_kwargs={"dtype": args.dtype, "quantize": args.quantize}, batch_size=args.batch_size, compile_cache=args.compile_cache, options=options,
                                  staging=args.staging)
     bar = _Bar(show and not args.runner)
     logger = logging.getLogger("xlagen")
@@ -276,7 +280,7 @@ def _run(args):
         logger.addHandler(_StatusLine(sys.stderr))
         logger.setLevel(logging.INFO)
     try:
-        gen = load(args.model, revision=args.revision)
+        gen = load(args.model, revision=args.revision, dtype=args.dtype, quantize=args.quantize)
         if args.command == "batch":
             return _batch(args, gen)
         if args.command == "export":

@@ -29,7 +29,7 @@ MAX_PROGRAMS = 32
 MAX_BATCH = 32
 
 
-def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revision=None):
+def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revision=None, dtype=None, quantize=None):
     """Load a checkpoint folder in Hub layout, a Hub id (with huggingface_hub installed), or,
     with no argument or "default", the small GPT-2 trained on Python's documentation that
     ships inside the package.
@@ -43,10 +43,21 @@ def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revisi
     max_programs: compiled programs (generate and logits) kept at once; beyond it the least
     recently used is dropped and compiles again if it is needed again.
     revision: for a Hub id, the branch, tag or commit to load (None: the default branch).
+    dtype: how the weight matrices are stored, "float32" (None) or "bfloat16", whatever the
+      files hold (float32, float16 and bfloat16 checkpoints all load).
+    quantize: "int8" stores every matrix (embeddings and LM head included) as int8 with one
+      float32 scale per output row, computed here from the checkpoint's weights; vectors (norms,
+      biases) stay float32. Computation, the KV cache and the logits stay float32 either way.
+      README, "Low-precision weights", has the measured speed and quality.
     Returns a Generator. Raises a subclass of xlagen.models.XlagenError naming the file at fault.
     """
+    from xlagen.kernels import precision
+    try:
+        precision.check(dtype, quantize)
+    except ValueError as e:
+        raise GenerationArgumentError(f"load(): {e}") from None
     folder = models.resolve(name_or_path, revision)
-    config, model = models.load_model(folder)
+    config, model = models.load_model(folder, dtype, quantize)
     if model.unused:
         warnings.warn(f"{folder}: tensors not used by {config.model_type}: {', '.join(model.unused[:10])}"
                       + (" ..." if len(model.unused) > 10 else ""), stacklevel=2)
@@ -279,6 +290,12 @@ class Generator:
     @property
     def vocab_size(self):
         return self.config.vocab_size
+
+    @property
+    def weight_bytes(self):
+        """Resident bytes of the model's weights as stored (python int): float32 4 per weight,
+        bfloat16 2, int8 1 plus a float32 scale per row (load(dtype=, quantize=))."""
+        return self.model.weight_bytes
 
     @property
     def trace_count(self):

@@ -42,8 +42,10 @@ def load_config(folder):
     return _module(model_type).parse_config(data, path)
 
 
-def load_model(folder):
-    """Config and model module for a local checkpoint folder in Hub layout.
+def load_model(folder, dtype=None, quantize=None):
+    """Config and model module for a local checkpoint folder in Hub layout, its matrices stored
+    as `dtype` ("float32", "bfloat16"; None: float32) or `quantize`d ("int8"; see
+    models.base.CachedLM.store) whatever dtype the files hold.
 
     Returns (config, module). Raises a subclass of XlagenError naming the file or
     tensor at fault when the folder is incomplete or does not fit its config.
@@ -51,7 +53,7 @@ def load_model(folder):
     config = load_config(folder)
     paths = weight_files(folder)
     source = paths[0] if len(paths) == 1 else f"the {len(paths)} shards in {folder}"
-    return config, _module(config.model_type).build(config, read_tensors(paths), source)
+    return config, _module(config.model_type).build(config, read_tensors(paths), source).store(dtype, quantize)
 
 
 __all__ = ["FAMILIES", "MODEL_TYPES", "load_config", "load_model", "read_json", "resolve", "XlagenError",

@@ -32,7 +32,7 @@ cache. `state` is a dict of tensors whose shapes never change during decoding; i
 """
 import tensorflow as tf
 
-from xlagen.kernels import attention, cache, positions
+from xlagen.kernels import attention, cache, layers, positions, precision
 from xlagen.kernels.shapes import dim
 
 from .checkpoint import take
@@ -62,13 +62,41 @@ class CachedLM(tf.Module):
         self.unused = sorted(n for n in tensors if n not in self.w and not n.endswith(tuple(ignored))
                              and not (n == "lm_head.weight" and config.tie_word_embeddings))
 
+    # Matrices kept float32 whatever load(dtype=, quantize=) asks (names ending so): small
+    # tables read a few rows per step, where narrow storage saves nothing.
+    float32_only = ()
+    dtype, quantize = "float32", None
+
+    def store(self, dtype=None, quantize=None):
+        """Store every matrix ([out, in] kernels and embedding tables; vectors stay float32) as
+        dtype ("float32", "bfloat16") or quantized (quantize="int8": kernels.precision.Int8Weight,
+        one scale per row). Computation stays float32. Returns self."""
+        dtype, quantize = precision.check(dtype, quantize)
+        if (dtype, quantize) == (self.dtype, self.quantize):
+            return self
+        if (self.dtype, self.quantize) != ("float32", None):
+            raise ValueError("store() converts a float32 model once; load the checkpoint again for another precision")
+        for name, var in list(self.w.items()):
+            if var.shape.rank == 2 and not name.endswith(self.float32_only):
+                self.w[name] = precision.lower(var.numpy(), dtype, quantize, name.replace(".", "_"))
+        self.dtype, self.quantize = dtype, quantize
+        return self
+
+    @property
+    def weight_bytes(self):
+        """Resident bytes of the weights, as stored (python int)."""
+        return sum(precision.nbytes(w) for w in self.w.values())
+
     def layer_weights(self, prefix):
         """{name after prefix: variable} of the weights named prefix + name (one layer's)."""
         return {name[len(prefix):]: var for name, var in self.w.items() if name.startswith(prefix)}
 
     def hub_tensors(self):
-        """The weights as the Hub stores them: {hub name: np.ndarray float32} (the inverse of _load)."""
-        return {name: (var.numpy().T if name in self._transposed else var.numpy()) for name, var in self.w.items()}
+        """The weights as the Hub stores them: {hub name: np.ndarray float32} (the inverse of _load;
+        low-precision weights widened)."""
+        def numpy(var):
+            return var.numpy() if isinstance(var, precision.Int8Weight) else var.numpy().astype("float32")
+        return {name: (numpy(var).T if name in self._transposed else numpy(var)) for name, var in self.w.items()}
 
     def memory_estimate(self, batch, prompt_len, group, max_new_tokens):
         """Bytes one generate call allocates, before it allocates them: {part: bytes}.
@@ -76,14 +104,22 @@ class CachedLM(tf.Module):
         "kv cache": keys and values of every cached layer, the prompt's once per prompt and
         each row's generated ones (2 x layers x heads x head_dim x (B*P + B*G*N) x 4 bytes);
         "prompt attention": the [B, H, P, P] scores of one prefill layer;
-        "logits": a few [B, G, V] float32 copies the processors and the search make.
+        "logits": a few [B, G, V] float32 copies the processors and the search make;
+        "widened weights", with low-precision weights: the float32 copy of every narrow matrix
+        that a step of more than kernels.layers._LOW_PRECISION_ROWS rows uses for the call
+        (or of the largest one, widened where a prompt uses it).
         A subclass with more cached tensors (T5's cross-attention) adds its own.
         """
         width = self.num_heads * self.head_dim
         slots = batch * prompt_len + batch * group * max_new_tokens
-        return {"kv cache": 2 * self.num_cache_layers * width * slots * 4,
-                "prompt attention": batch * self.num_heads * prompt_len * prompt_len * 4,
-                "logits": 4 * batch * group * self.vocab_size * 4}
+        parts = {"kv cache": 2 * self.num_cache_layers * width * slots * 4,
+                 "prompt attention": batch * self.num_heads * prompt_len * prompt_len * 4,
+                 "logits": 4 * batch * group * self.vocab_size * 4}
+        if self.dtype != "float32" or self.quantize:
+            from xlagen.kernels.layers import _LOW_PRECISION_ROWS
+            low = [w.shape.num_elements() for w in self.w.values() if precision.is_low(w)]
+            parts["widened weights"] = 4 * (sum(low) if batch * group > _LOW_PRECISION_ROWS else max(low, default=0))
+        return parts
 
     def forward_memory_estimate(self, batch, length, decoder_length=None):
         """Bytes one logits() call allocates, before it allocates them: {part: bytes}.
@@ -169,8 +205,9 @@ class DecoderLM(CachedLM):
             return tf.reshape(out, [b, g, self.num_heads * self.head_dim]), kv
 
         position = tf.broadcast_to((state["position"] + layout.step)[:, None], [b, g])
-        states, kvs = self._blocks(tokens, position, attend, state["kv"])
-        out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
+        with layers.decode_step():
+            states, kvs = self._blocks(tokens, position, attend, state["kv"])
+            out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
         return out + (states,) if hidden else out
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):

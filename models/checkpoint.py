@@ -145,14 +145,38 @@ def weight_files(folder):
     raise CheckpointNotFoundError(f"no weights in {folder}: expected {SAFETENSORS_FILE} or {SAFETENSORS_INDEX}.{hint}")
 
 
+def _bf16_names(path):
+    """{name: (shape, byte offset in the file)} of the BF16 tensors of a safetensors file, from its
+    header (8 bytes of little-endian length, then JSON). numpy has no bfloat16, so safetensors'
+    numpy path refuses these tensors; they are read as uint16 and viewed as ml_dtypes.bfloat16."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+    return {name: (tuple(info["shape"]), 8 + length + info["data_offsets"][0])
+            for name, info in header.items() if name != "__metadata__" and info.get("dtype") == "BF16"}
+
+
+def _read_bf16(path, name, where):
+    """One BF16 tensor of a safetensors file (see _bf16_names) as np.ndarray of ml_dtypes.bfloat16."""
+    import ml_dtypes  # installed with tensorflow
+    shape, offset = where
+    count = int(np.prod(shape))
+    data = np.fromfile(path, dtype="<u2", count=count, offset=offset)
+    if data.size != count:
+        raise CheckpointFormatError(f"{path}: tensor {name!r} is cut short ({data.size} of {count} values)")
+    return data.view(ml_dtypes.bfloat16).reshape(shape)
+
+
 def read_tensors(paths):
-    """All tensors of the given safetensors files as {name: np.ndarray}."""
+    """All tensors of the given safetensors files as {name: np.ndarray} (bfloat16 tensors as
+    ml_dtypes.bfloat16 arrays)."""
     tensors = {}
     for path in paths:
         try:
             with safe_open(path, framework="numpy") as f:
+                bf16 = _bf16_names(path)
                 for name in f.keys():
-                    tensors[name] = f.get_tensor(name)
+                    tensors[name] = _read_bf16(path, name, bf16[name]) if name in bf16 else f.get_tensor(name)
         except Exception as e:  # safetensors raises its own SafetensorError and others on bad bytes
             raise CheckpointFormatError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
     return tensors
@@ -185,8 +209,8 @@ def take(tensors, name, shape, source, transpose=False):
     value = tensors[name]
     if tuple(value.shape) != tuple(shape):
         raise CheckpointFormatError(f"tensor {name!r} in {source} has shape {list(value.shape)}, but the config implies {list(shape)}")
-    if value.dtype.kind != "f":
+    if value.dtype.kind != "f" and value.dtype.name != "bfloat16":
         raise CheckpointFormatError(f"tensor {name!r} in {source} has dtype {value.dtype}; weights must be floating point "
-                                    f"(float32, float16 or float64)")
+                                    f"(float32, float16, bfloat16 or float64)")
     value = np.asarray(value, dtype=np.float32)
     return np.ascontiguousarray(value.T) if transpose else value

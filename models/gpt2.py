@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 import tensorflow as tf
 
-from xlagen.kernels import layers
+from xlagen.kernels import layers, precision
 
 from . import config as config_lib
 from .base import DecoderLM
@@ -124,7 +124,7 @@ class GPT2(DecoderLM):
             h = self._act(layers.dense(h, w["mlp.c_fc.weight"], w["mlp.c_fc.bias"]))
             return x + layers.dense(h, w["mlp.c_proj.weight"], w["mlp.c_proj.bias"]), memory
 
-        x = tf.gather(w["wte.weight"], input_ids) + tf.gather(w["wpe.weight"], position_ids)
+        x = precision.embed(w["wte.weight"], input_ids) + precision.embed(w["wpe.weight"], position_ids)
         x, memory = layers.stack(block, x, [(self.layer_weights(f"h.{i}."), memory[i], self._scale(i))
                                             for i in range(c.n_layer)])
         return layers.layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps), memory

@@ -8,7 +8,7 @@ from typing import Optional, Union
 
 import tensorflow as tf
 
-from xlagen.kernels import layers
+from xlagen.kernels import layers, precision
 
 from . import config as config_lib
 from .base import DecoderLM
@@ -142,10 +142,10 @@ class OPT(DecoderLM):
                 x = norm(x, w, "final_layer_norm")
             return x, memory
 
-        x = tf.gather(w["decoder.embed_tokens.weight"], input_ids)
+        x = precision.embed(w["decoder.embed_tokens.weight"], input_ids)
         if "decoder.project_in.weight" in w:
             x = layers.dense(x, w["decoder.project_in.weight"])
-        x = x + tf.gather(w["decoder.embed_positions.weight"], position_ids + POSITION_OFFSET)
+        x = x + precision.embed(w["decoder.embed_positions.weight"], position_ids + POSITION_OFFSET)
         x, memory = layers.stack(block, x, [(self.layer_weights(f"decoder.layers.{i}."), memory[i], self._scale(i))
                                             for i in range(c.num_hidden_layers)])
         if c.has_final_layer_norm:

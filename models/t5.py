@@ -10,7 +10,7 @@ from typing import Optional, Union
 
 import tensorflow as tf
 
-from xlagen.kernels import attention, cache, layers, positions
+from xlagen.kernels import attention, cache, layers, positions, precision
 from xlagen.kernels.shapes import dim
 
 from . import config as config_lib
@@ -117,6 +117,7 @@ class T5(CachedLM):
       enc_mask: [B, S] int32, 1 for real encoder tokens
       layout:   kernels.cache.Layout of the decoder self-attention cache
     """
+    float32_only = ("relative_attention_bias.weight",)
 
     def __init__(self, config, tensors, source="checkpoint"):
         super().__init__(name="t5")
@@ -161,7 +162,7 @@ class T5(CachedLM):
         # then has the same weights and shares one trace.
         inputs = [({name: var for name, var in self.layer_weights(f"{stack}.block.{i}.layer.").items()
                     if "relative_attention_bias" not in name}, memory[i], cross[i]) for i in range(n_layers)]
-        x, memory = layers.stack(block, tf.gather(self.w["shared.weight"], input_ids), inputs)
+        x, memory = layers.stack(block, precision.embed(self.w["shared.weight"], input_ids), inputs)
         return layers.rms_norm(x, self.w[f"{stack}.final_layer_norm.weight"], eps), memory
 
     def _position_bias(self, stack, relative_position):
@@ -269,8 +270,9 @@ class T5(CachedLM):
             out = attention.attend_shared(tf.reshape(q, shape), kv[0], kv[1], state["enc_mask"], 1.0)
             return tf.reshape(out, [b, g, self.num_heads * self.head_dim])
 
-        states, kvs = self._stack("decoder", tokens, attend_self, kvs, attend_cross, state["cross"])
-        out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
+        with layers.decode_step():
+            states, kvs = self._stack("decoder", tokens, attend_self, kvs, attend_cross, state["cross"])
+            out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
         return out + (states,) if hidden else out
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):

@@ -3,6 +3,7 @@
     pip install -e ".[bench]"          # the peers: transformers 4.x (TF and PyTorch), keras-hub
     python tools/bench.py              # every row, every peer installed; ~30 min on 2 cores
     python tools/bench.py --rows greedy beam4 --peers hf_tf_xla --reps 3 --rounds 3
+    python tools/bench.py --dtype bfloat16 --quantize int8   # xlagen bf16 and int8 beside fp32
 
 Writes BENCHMARKS.md (the table) and BENCHMARKS.json (every number, the machine, the versions).
 
@@ -186,15 +187,31 @@ def _fmt(x, digits=1):
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+def precisions(dtypes, quantize):
+    """{label: load() keyword arguments} of the low-precision xlagen variants --dtype and --quantize ask for."""
+    out = {}
+    for dtype in dtypes or ():
+        if dtype != "float32":
+            out[{"bfloat16": "bf16"}.get(dtype, dtype)] = {"dtype": dtype}
+    for q in quantize or ():
+        out[q] = {"quantize": q}
+    return out
+
+
 def table(results, peers):
     """BENCHMARKS.md's text from the results."""
+    labels = sorted({label for r in results.values() for label in r.get("variants", {})})
     head = ["row", "B", "prompt+new", "xlagen ms/step", "first s"]
+    head += [f"xlagen {label} ms/step (ratio to fp32)" for label in labels]
     head += [f"{PEER_NAMES[p]} ms/step (first s)" for p in peers]
     head += [f"ratio to {PEER_NAMES[p]}" for p in peers] + ["floor ms (bandwidth)", "% of floor", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     verdicts = []
     for name, r in results.items():
         cells = [name, str(r["B"]), f"{r['prompt']}+{r['new']}", _fmt(r["ms_per_step"]), _fmt(r["first_s"])]
+        for label in labels:
+            v = r.get("variants", {}).get(label)
+            cells.append(f"{_fmt(v['ms_per_step'])} ({v['ms_per_step'] / r['ms_per_step']:.2f})" if v else "—")
         ratios = {}
         for p in peers:
             peer = r["peers"].get(p, {})
@@ -235,7 +252,12 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1, help="times each row runs, xlagen and peers in turn")
     parser.add_argument("--cache", default="/tmp/xlagen-bench", help="where the random checkpoints are written")
     parser.add_argument("--out", default=os.path.dirname(HERE), help="folder for BENCHMARKS.md and BENCHMARKS.json")
+    parser.add_argument("--dtype", nargs="*", choices=["float32", "bfloat16"], default=[],
+                        help="also time xlagen with its weights stored as these dtypes (load(dtype=...))")
+    parser.add_argument("--quantize", nargs="*", choices=["int8"], default=[],
+                        help="also time xlagen with its weights quantized so (load(quantize=...))")
     args = parser.parse_args(argv)
+    variants = precisions(args.dtype, args.quantize)
     if args.rounds < 1 or args.reps < 1:
         parser.error("--rounds and --reps must be at least 1")
 
@@ -264,6 +286,14 @@ def main(argv=None):
             row["best_s"] = min(best, row.get("best_s", best))
             print(f"{name} (round {round_ + 1}): xlagen {best / new * 1000:.1f} ms/step, first {row['first_s']:.1f} s, "
                   f"{row['bytes_per_step'] / 1e6:.0f} MB per step", flush=True)
+            for label, kwargs in variants.items():
+                key = (family, label)
+                if key not in generators:
+                    generators[key] = load(checkpoint, memory_limit=2**40, **kwargs)
+                v_first, v_best = time_xlagen(generators[key], batch, prompt, new, options, args.reps)
+                v = row.setdefault("variants", {}).setdefault(label, {"first_s": v_first, "weight_bytes": generators[key].weight_bytes})
+                v["ms_per_step"] = min(v_best / new * 1000, v.get("ms_per_step", float("inf")))
+                print(f"  xlagen {label}: {v['ms_per_step']:.1f} ms/step, first {v['first_s']:.1f} s", flush=True)
             for peer in peers:
                 result = time_peer(args.peers_python, peer, family, scenario, checkpoint, args.reps)
                 print(f"  {peer}: {json.dumps(result)}", flush=True)
@@ -282,7 +312,7 @@ def main(argv=None):
             f"measured read bandwidth {min(rates):.1f}-{max(rates):.1f} GB/s, TensorFlow {machine['tensorflow']}, "
             f"{machine['date']}. "
             f"ms per decode step (whole generate call / new tokens, best of {args.reps} calls in each of "
-            f"{args.rounds} alternating round(s)), fp32, random weights "
+            f"{args.rounds} alternating round(s)), fp32 unless a column says bf16 or int8 (load(dtype=, quantize=)), random weights "
             "shaped like gpt2, opt-125m and t5-small. Ratios are xlagen / peer (below 1: xlagen is faster). "
             "The floor reads every weight of a step once plus the KV cache at the bandwidth measured "
             "around the row's own timing.", ""]
