@@ -26,8 +26,10 @@ def _widened_copy(gen, folder):
     return load(folder)
 
 
-# bfloat16 takes the same product paths as int8, without the scale: once is enough
-@pytest.fixture(scope="module", params=[("gpt2-tiny", "bf16")] + [(f, "int8") for f in FIXTURES], ids=lambda p: f"{p[0]}-{p[1]}")
+# bfloat16 takes the same product paths as int8, without the scale, and OPT the same decoder
+# code as GPT-2: once each is enough
+@pytest.fixture(scope="module", params=[("gpt2-tiny", "bf16"), ("gpt2-tiny", "int8"), ("t5-v1_1-tiny", "int8")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
 def pair(request, tmp_path_factory):
     fixture, kind = request.param
     low = load(fixture_path(fixture), **LOW[kind])
@@ -42,19 +44,21 @@ def _prompts(gen, batch, width=7):
     return ids, mask
 
 
-@pytest.mark.parametrize("batch, options", [(1, {}), (2, {}), (1, dict(num_beams=4)), (10, {})],
-                         ids=["1row", "2rows", "beam4", "batch10-prompt70"])
+# 1 prompt: 7-row prompt products, 1-row steps; 10 prompts x 2 beams: a 70-row prompt, 20-row steps
+@pytest.mark.parametrize("batch, options", [(1, {}), (10, dict(num_beams=2))], ids=["1row", "beams-prompt70"])
 def test_low_precision_decodes_as_float32_on_the_widened_weights(pair, batch, options):
     low, wide = pair
-    ids, mask = _prompts(low, batch)  # 10 prompts of 7 tokens: a 70-row prompt product
+    ids, mask = _prompts(low, batch)
     kwargs = dict(attention_mask=mask, max_new_tokens=6, min_new_tokens=6, **options)
     np.testing.assert_array_equal(low.generate(ids, **kwargs), wide.generate(ids, **kwargs))
+    if batch == 1:
+        return
     decoder = {"decoder_input_ids": ids} if low.config.is_encoder_decoder else {}
     np.testing.assert_allclose(low.logits(ids, mask, **decoder), wide.logits(ids, mask, **decoder), rtol=1e-4, atol=1e-4)
 
 
-def test_eager_low_precision_gives_the_compiled_tokens(pair):
-    low, _ = pair
+def test_eager_low_precision_gives_the_compiled_tokens():
+    low = load(fixture_path("gpt2-tiny"), quantize="int8")
     ids, mask = _prompts(low, 2)
     kwargs = dict(attention_mask=mask, max_new_tokens=5, num_beams=3)
     np.testing.assert_array_equal(low.generate(ids, jit_compile=False, **kwargs), low.generate(ids, **kwargs))
@@ -120,19 +124,20 @@ def test_bad_precision_arguments_are_named(kwargs, message):
 
 def test_cli_flags(capsys):
     args = ["generate", "hello", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "4"]
-    assert main(args) == 0
-    plain = capsys.readouterr().out
     assert main(args + ["--quantize", "int8"]) == 0
-    assert main(args + ["--dtype", "bfloat16"]) == 0
-    assert len(capsys.readouterr().out) > 0 and plain
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit):
+        main(args + ["--dtype", "int8"])
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
 
 
 def test_int8_export_is_a_quarter_of_fp32_and_gives_generates_tokens(tmp_path):
     import os
     import tensorflow as tf
     sizes = {}
-    ids, mask = _prompts(load(fixture_path("gpt2-tiny")), 2, width=8)
-    for kind, kwargs in (("fp32", {}), ("int8", LOW["int8"])):
+    fp32 = load(fixture_path("gpt2-tiny"))
+    ids, mask = _prompts(fp32, 2, width=8)
+    for kind, kwargs in (("int8", LOW["int8"]),):
         gen = load(fixture_path("gpt2-tiny"), **kwargs)
         directory = str(tmp_path / kind)
         gen.export(directory, prompt_length=8, max_new_tokens=5, batch_size=2)
@@ -141,4 +146,4 @@ def test_int8_export_is_a_quarter_of_fp32_and_gives_generates_tokens(tmp_path):
         served = tf.saved_model.load(directory).signatures["serving_default"]
         got = served(input_ids=tf.constant(ids), attention_mask=tf.constant(mask))["sequences"].numpy()
         np.testing.assert_array_equal(got, gen.generate(ids, attention_mask=mask, max_new_tokens=5))
-    assert sizes["int8"] / sizes["fp32"] < 0.3
+    assert sizes["int8"] / fp32.weight_bytes < 0.3, (sizes, fp32.weight_bytes)
