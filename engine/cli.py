@@ -248,8 +248,8 @@ def _batch(args, gen):
 
         def generate(todo, options):
             return beam.generate(todo, ["--runner", args.runner] + beam_args, model=args.model, revision=args.revision,
-                                 load_kwargs={"dtype": args.dtype, "quantize": args.quantize}, batch_size=args.batch_size, compile_cache=args.compile_cache, options=options,
-                                 staging=args.staging)
+                                 batch_size=args.batch_size, compile_cache=args.compile_cache, options=options,
+                                 staging=args.staging, load_kwargs={"dtype": args.dtype, "quantize": args.quantize})
     bar = _Bar(show and not args.runner)
     logger = logging.getLogger("xlagen")
     status = _BarStatus(bar)

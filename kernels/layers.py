@@ -87,8 +87,7 @@ def _tie(rows, weight):
 def _low_product(rows, kernel):
     """rows [M, in] float32 @ kernel^T for a bfloat16 or Int8 kernel -> [M, out] float32."""
     m = rows.shape[0]
-    values = kernel.values if isinstance(kernel, precision.Int8) else kernel
-    scale = kernel.scale if isinstance(kernel, precision.Int8) else None
+    values, scale = precision.split(kernel)
     if m is not None and m <= _LOW_PRECISION_ROWS:
         parts = []
         for r in range(m):
@@ -124,7 +123,7 @@ def dense(x, kernel, bias=None):
     else:
         lead = x.shape[:-1].as_list() if x.shape[:-1].is_fully_defined() else tf.shape(x)[:-1]
         count = math.prod(lead) if isinstance(lead, list) else -1
-        out, width = (kernel.values if isinstance(kernel, precision.Int8) else kernel).shape
+        out, width = precision.split(kernel)[0].shape
         rows = product(tf.reshape(x, [count, width]), kernel)
         y = tf.reshape(rows, tf.concat([lead, [out]], 0) if tf.is_tensor(lead) else lead + [out])
     return y if bias is None else y + bias

@@ -66,19 +66,16 @@ def is_low(weight):
     return isinstance(weight, Int8) or weight.dtype != tf.float32
 
 
-def widen(weight):
-    """A read weight's float32 value and its scale: (values [R, C] float32, scale [R] or None)."""
-    if isinstance(weight, Int8):
-        return tf.cast(weight.values, tf.float32), weight.scale
-    return tf.cast(weight, tf.float32), None
+def split(weight):
+    """A read weight as (stored values [R, C] float32/bfloat16/int8, scale [R] float32 or None)."""
+    return (weight.values, weight.scale) if isinstance(weight, Int8) else (weight, None)
 
 
 def embed(table, ids):
     """Rows of an embedding table: table [V, E] (any weight form), ids [...] int32 -> [..., E] float32."""
-    table = read(table)
-    if isinstance(table, Int8):
-        return tf.cast(tf.gather(table.values, ids), tf.float32) * tf.gather(table.scale, ids)[..., None]
-    return tf.cast(tf.gather(table, ids), tf.float32)
+    values, scale = split(read(table))
+    rows = tf.cast(tf.gather(values, ids), tf.float32)
+    return rows if scale is None else rows * tf.gather(scale, ids)[..., None]
 
 
 def check(dtype, quantize):

@@ -115,10 +115,9 @@ class CachedLM(tf.Module):
         parts = {"kv cache": 2 * self.num_cache_layers * width * slots * 4,
                  "prompt attention": batch * self.num_heads * prompt_len * prompt_len * 4,
                  "logits": 4 * batch * group * self.vocab_size * 4}
-        if self.dtype != "float32" or self.quantize:
-            from xlagen.kernels.layers import _LOW_PRECISION_ROWS
-            low = [w.shape.num_elements() for w in self.w.values() if precision.is_low(w)]
-            parts["widened weights"] = 4 * (sum(low) if batch * group > _LOW_PRECISION_ROWS else max(low, default=0))
+        low = [w.shape.num_elements() for w in self.w.values() if precision.is_low(w)]
+        if low:
+            parts["widened weights"] = 4 * (sum(low) if batch * group > layers._LOW_PRECISION_ROWS else max(low))
         return parts
 
     def forward_memory_estimate(self, batch, length, decoder_length=None):
