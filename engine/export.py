@@ -28,6 +28,7 @@ from . import decode, options
 # Signature inputs per strategy: (name, dtype). seed is one int64, split as generate(seed=int) does.
 SIGNATURE_KNOBS = {
     "greedy": (),
+    "lookup": (),
     "sample": (("temperature", tf.float32), ("top_k", tf.int32), ("top_p", tf.float64), ("seed", tf.int64)),
     "beam": (("length_penalty", tf.float64),),
     "contrastive": (("penalty_alpha", tf.float32),),

@@ -142,11 +142,18 @@ class GenerateOutput(NamedTuple):
       path, 0 after its end.
     sequences_scores: [R] float32 for beam search (summed log-probabilities / generated length
       ** length_penalty), None otherwise.
+    accepted, drafted: [R, M] int32 with prompt_lookup_num_tokens, None otherwise: for each of
+      the M model steps after the prompt's, how many draft tokens row r accepted and how many
+      it was offered (-1 once the row had ended). A step emits accepted + 1 tokens. Greedy
+      and scores as without drafts, except that scores and transition_scores hold 0 after a
+      row's end.
     """
     sequences: np.ndarray
     scores: tuple
     transition_scores: np.ndarray
     sequences_scores: Optional[np.ndarray] = None
+    accepted: Optional[np.ndarray] = None
+    drafted: Optional[np.ndarray] = None
 
 
 class Plan(NamedTuple):
@@ -390,11 +397,13 @@ class Generator:
 
     def _options(self, kwargs, width):
         """generate's keyword options for prompts `width` ids wide, resolved against the checkpoint's defaults."""
-        return options.parse(kwargs, self.generation_config, self.config, self._prefix_width(width), self.vocab_size)
+        return options.parse(kwargs, self.generation_config, self.config, self._prefix_width(width), self.vocab_size,
+                             self.model.supports_extend)
 
     def _memory_parts(self, opts, strategy, batch, padded):
         """The estimated bytes of a generate call, {part: bytes} (model.memory_estimate, and the scores)."""
-        parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens)
+        # prompt lookup's cache has room for K positions past the last new token
+        parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens + strategy.draft_tokens)
         if strategy.output_scores:
             parts["scores"] = opts.max_new_tokens * batch * strategy.group * self.vocab_size * 4
         return parts
@@ -523,8 +532,12 @@ class Generator:
         sequences = out["sequences"][:, -(call.plan.context + opts.max_new_tokens):]
         if not opts.output_scores:
             return sequences
+        lookup = {}
+        if "accepted" in out:
+            ran = int((out["accepted"] >= 0).any(axis=0).sum())
+            lookup = {"accepted": out["accepted"][:, :ran], "drafted": out["drafted"][:, :ran]}
         return GenerateOutput(sequences, tuple(out["scores"][:int(out["steps"])]), out["transition_scores"],
-                              out.get("sequences_scores"))
+                              out.get("sequences_scores"), **lookup)
 
     # -- export -----------------------------------------------------------------------------
 

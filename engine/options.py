@@ -26,6 +26,7 @@ DEFAULTS = {
     "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
     "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "decoder_start_token_id": None,
     "output_scores": False, "penalty_alpha": None,
+    "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None,
     # the controls of engine/processing.py
     "bad_words_ids": None, "sequence_bias": None, "suppress_tokens": None, "begin_suppress_tokens": None,
     "forced_bos_token_id": None, "forced_eos_token_id": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
@@ -40,13 +41,12 @@ NOT_APPLIED = {"constraints": None, "force_words_ids": None, "diversity_penalty"
                "watermarking_config": None}
 # GenerationConfig fields that leave the tokens as they are: bookkeeping, what is returned, how the
 # cache is kept or compiled, and speed-ups whose greedy tokens are those of plain decoding
-# (assisted and prompt-lookup decoding; prefill in chunks; low_memory's one-beam-at-a-time search).
+# (assisted decoding; prefill in chunks; low_memory's one-beam-at-a-time search).
 IGNORED = {"_commit_hash", "_from_model_config", "transformers_version", "cache_config", "cache_implementation",
            "compile_config", "disable_compile", "return_legacy_cache", "use_cache", "low_memory",
            "prefill_chunk_size", "output_attentions", "output_hidden_states", "output_logits",
            "return_dict_in_generate", "is_assistant", "assistant_confidence_threshold", "assistant_early_exit",
-           "assistant_lookbehind", "target_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule",
-           "max_matching_ngram_size", "prompt_lookup_num_tokens"}
+           "assistant_lookbehind", "target_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule"}
 # The generation keys (and transformers' defaults) whose non-default value in config.json sends
 # transformers 4.57 down its legacy path (PretrainedConfig._get_global_generation_defaults).
 LEGACY_KEYS = {"max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
@@ -108,6 +108,8 @@ class Options:
     seed: tuple  # two int32 halves of the stateless RNG seed
     memory_limit: object  # bytes a call may allocate, or None for the Generator's limit
     controls: ControlOptions = ControlOptions()
+    prompt_lookup_num_tokens: int = 0  # K draft tokens per step (engine/lookup.py); 0 is off
+    max_matching_ngram_size: int = 2
 
 
 def _int(name, value, low=None):
@@ -263,7 +265,34 @@ def checkpoint_defaults(generation_config, model_config):
     return dict(model_config.raw, **{k: getattr(model_config, k) for k in tokens if hasattr(model_config, k)})
 
 
-def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
+def _prompt_lookup(merged, kwargs, multi_token, *, do_sample, beams, contrastive, stop, custom):
+    """prompt_lookup_num_tokens and max_matching_ngram_size, checked: {option: value}.
+
+    Prompt lookup runs greedy decoding (engine/lookup.py). Given as a keyword, a combination it
+    cannot run is refused; set by the checkpoint's generation_config, it is then left off
+    (greedy tokens are plain greedy decoding's either way)."""
+    k = merged["prompt_lookup_num_tokens"]
+    if k is None:
+        return {}
+    k = _int("prompt_lookup_num_tokens", k, 1)
+    ngram = merged["max_matching_ngram_size"]
+    ngram = 2 if ngram is None else _int("max_matching_ngram_size", ngram, 1)
+    conflicts = [name for name, on in (("do_sample=True", do_sample), ("num_beams > 1", beams > 1),
+                                       ("penalty_alpha (contrastive search)", contrastive),
+                                       ("stop_strings", bool(stop)), ("logits_processor", bool(custom)))
+                 if on]
+    if not multi_token:
+        conflicts.append("an encoder-decoder model (prompt lookup needs a decoder-only model: GPT-2, OPT)")
+    if conflicts:
+        if "prompt_lookup_num_tokens" in kwargs:
+            raise GenerationArgumentError(
+                f"prompt_lookup_num_tokens runs greedy decoding with draft tokens, and cannot run with "
+                f"{', '.join(conflicts)}; drop prompt_lookup_num_tokens or those options")
+        return {}
+    return {"prompt_lookup_num_tokens": k, "max_matching_ngram_size": ngram}
+
+
+def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, multi_token=True):
     """Merge keyword options with the checkpoint's defaults and check them.
 
     Args:
@@ -273,6 +302,7 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
       prompt_width: python int W, the sequence length before the new tokens (max_length and
         min_length count it; a max_length left at transformers' default of 20 means 20 new tokens): the prompt's width, or 1 (the start token) for encoder-decoders.
       vocab_size: python int, token ids must be below it.
+      multi_token: python bool, the model takes multi-token steps (prompt lookup).
     Returns:
       Options.
     """
@@ -380,6 +410,8 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
         exponential_decay_length_penalty=_decay(merged["exponential_decay_length_penalty"]),
         stop_strings=() if stop is None else check_stop_strings(stop),
         logits_processor=_processors(merged["logits_processor"]), **warpers)
+    lookup = _prompt_lookup(merged, kwargs, multi_token, do_sample=do_sample, beams=beams, contrastive=alpha > 0,
+                            stop=controls["stop_strings"], custom=controls["logits_processor"])
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     memory_limit = merged["memory_limit"]
     if memory_limit is not None:
@@ -390,4 +422,4 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size):
                    early_stopping=early_stopping, length_penalty=length_penalty,
                    no_repeat_ngram_size=ngram, output_scores=_bool("output_scores", merged["output_scores"]),
                    repetition_penalty=penalty, penalty_alpha=alpha, seed=_seed(merged["seed"]), memory_limit=memory_limit,
-                   controls=ControlOptions(**controls), **sampling)
+                   controls=ControlOptions(**controls), **lookup, **sampling)

@@ -234,6 +234,8 @@ def scores(logits, history, length, step, knobs, strategy, prepared, group):
       history: [B*G, S + N] int32, prefix then chosen tokens, NO_TOKEN where there is none.
       length: scalar int32, filled history slots (the next token goes at `length`).
       step: scalar int32, new tokens chosen so far.
+      (Multi-token steps give length and step per row, [B*G] int32; the caller's processors
+      and stop strings, which take one step for all rows, are refused there.)
       knobs: decode.Knobs (its .controls is a ControlKnobs).
       strategy: decode.Strategy (its .controls is a Controls).
       prepared: Prepared.  group: python int G.

@@ -1,4 +1,4 @@
-"""Multi-head attention: over a whole prompt, and for one new token per row over the cache."""
+"""Multi-head attention: over a whole prompt, and for one or a few new tokens per row over the cache."""
 import tensorflow as tf
 
 from . import cache
@@ -114,3 +114,40 @@ def attend_step(q, k, v, kv, layout, scale, prompt_bias=None, new_bias=None):
                     tf.reshape(kv.prompt_v, [-1, prompt_len, d]))
     out += tf.einsum("xgm,xmd->xgd", tf.reshape(new_probs, [-1, group, steps * group]), kv.new_v)
     return tf.transpose(tf.reshape(out, [b, heads, group, d]), [0, 2, 1, 3]), kv
+
+
+def attend_tokens(q, k, v, kv, layout, filled, scale):
+    """T new tokens per row attend to the prompt, the row's generated history and each other
+    (causally): a multi-token step, which checks T draft positions with one read of the weights.
+
+    Row g of prompt b holds filled[b, g] generated positions; its T tokens take the next T,
+    and token t sees the row's positions up to filled + t. Rows never reorder here (no beams),
+    so each reads its own slots. Slots past a row's fill level may hold keys of rejected
+    drafts from an earlier step: the mask hides them, and the next write replaces them.
+
+    Args:
+      q, k, v: [B, G, T, H, D] float.  kv: cache.LayerKV with room for filled + T positions.
+      layout: cache.Layout (its prompt_mask).  filled: [B, G] int32.  scale: python float.
+    Returns:
+      (out [B, G, T, H, D] float, the LayerKV with k, v written).
+    """
+    b, group, count, heads, d = dim(q, 0), q.shape[1], q.shape[2], q.shape[3], q.shape[4]
+    prompt_len, slots = kv.prompt_k.shape[2], kv.new_k.shape[1]
+    kv = cache.write_tokens(kv, k, v, filled)
+    rows = tf.reshape(tf.transpose(q, [0, 3, 1, 2, 4]), [-1, group * count, d])  # [B*H, G*T, D]
+    prompt_scores = tf.einsum("xqd,xpd->xqp", rows, tf.reshape(kv.prompt_k, [-1, prompt_len, d])) * scale
+    prompt_scores = tf.reshape(prompt_scores, [b, heads, group * count, prompt_len])
+    prompt_scores += bias_from_mask(tf.cast(layout.prompt_mask, tf.bool), q.dtype)[:, None, None, :]
+    new_scores = tf.reshape(tf.einsum("xqd,xmd->xqm", rows, kv.new_k) * scale, [b, heads, group * count, slots])
+    # Slot m holds position m // G of row m % G (kernels/cache.py).
+    owner, position = tf.range(slots) % group, tf.range(slots) // group
+    last = filled[:, :, None] + tf.range(count)  # [B, G, T], the newest position token t sees
+    allowed = tf.logical_and(tf.equal(owner, tf.range(group)[:, None, None])[None],
+                             position <= last[..., None])  # [B, G, T, slots]
+    new_scores += bias_from_mask(tf.reshape(allowed, [b, 1, group * count, slots]), q.dtype)
+    probs = tf.nn.softmax(tf.concat([prompt_scores, new_scores], axis=-1), axis=-1)
+    prompt_probs = tf.reshape(probs[..., :prompt_len], [-1, group * count, prompt_len])
+    new_probs = tf.reshape(probs[..., prompt_len:], [-1, group * count, slots])
+    out = tf.einsum("xqp,xpd->xqd", prompt_probs, tf.reshape(kv.prompt_v, [-1, prompt_len, d]))
+    out += tf.einsum("xqm,xmd->xqd", new_probs, kv.new_v)
+    return tf.transpose(tf.reshape(out, [b, heads, group, count, d]), [0, 2, 3, 1, 4]), kv

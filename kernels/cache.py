@@ -75,6 +75,29 @@ def append(kv, k, v, step):
     return kv._replace(new_k=update_slice(kv.new_k, as_rows(k), index), new_v=update_slice(kv.new_v, as_rows(v), index))
 
 
+def write_tokens(kv, k, v, filled):
+    """Write T new keys/values per row at the row's own generated positions filled..filled+T-1
+    (a multi-token step, where rows have accepted different numbers of tokens; beams never
+    reorder there, so every row owns its slots).
+
+    Args: kv: LayerKV; k, v: [B, G, T, H, D]; filled: [B, G] int32, positions the row holds.
+    The cache needs room for filled + T positions. Returns LayerKV.
+    Rows write at different offsets, so this is a scatter (XLA updates the buffer in place)
+    rather than one DynamicUpdateSlice.
+    """
+    b, group, count, heads = dim(k, 0), k.shape[1], k.shape[2], k.shape[3]
+    slot = (filled[:, :, None] + tf.range(count)) * group + tf.range(group)[None, :, None]  # [B, G, T]
+    slot = tf.reshape(tf.broadcast_to(slot[:, None], [b, heads, group, count]), [-1, group * count])
+    row = tf.broadcast_to(tf.range(dim(slot, 0))[:, None], tf.shape(slot))
+    index = tf.stack([row, slot], axis=-1)  # [B*H, G*T, 2]
+
+    def rows(x):  # [B, G, T, H, D] -> [B*H, G*T, D]
+        return tf.reshape(tf.transpose(x, [0, 3, 1, 2, 4]), [-1, group * count, x.shape[4]])
+
+    return kv._replace(new_k=tf.tensor_scatter_nd_update(kv.new_k, index, rows(k)),
+                       new_v=tf.tensor_scatter_nd_update(kv.new_v, index, rows(v)))
+
+
 def advance(layout):
     """Every row has written generated position `step` into its own slot: move on."""
     return layout._replace(step=layout.step + 1)

@@ -39,11 +39,18 @@ def _ban(logits, tokens, hit):
     return tf.where(banned > 0, tf.constant(-float("inf"), logits.dtype), logits)
 
 
-def _last_tokens(history, length, n):
-    """history[:, length - n : length], NO_TOKEN where that reaches before slot 0: [R, n] int32."""
-    slots = length - n + tf.range(n)
-    taken = tf.gather(history, tf.maximum(slots, 0), axis=1)
-    return tf.where(slots[None, :] >= 0, taken, NO_TOKEN)
+def per_row(x):
+    """A scalar or a per-row [R] value as [1, 1] or [R, 1], to broadcast against [R, ...]:
+    the decode loops give one step for all rows, multi-token steps one per row."""
+    return tf.reshape(x, [-1, 1])
+
+
+def last_tokens(history, length, n):
+    """history[r, length[r] - n : length[r]], NO_TOKEN where that reaches before slot 0.
+    history: [R, S] int32; length: scalar or [R] int32. Returns [R, n] int32."""
+    slots = tf.broadcast_to(per_row(length) - n + tf.range(n), [dim(history, 0), n])
+    taken = tf.gather(history, tf.maximum(slots, 0), batch_dims=1)
+    return tf.where(slots >= 0, taken, NO_TOKEN)
 
 
 def ngram_windows(ids, n):
@@ -60,7 +67,7 @@ def ban_ngram_continuations(logits, history, length, windows, valid, group=1):
 
     Args:
       logits: [B*G, V] float32, G rows per n-gram set.
-      history: [B*G, S] int32.  length: scalar int32, filled history slots.
+      history: [B*G, S] int32.  length: scalar or [B*G] int32, filled history slots.
       windows: [B, C, n] int32 n-grams.  valid: [B, C] bool, which of them count.
       group: python int G.
     Returns:
@@ -70,9 +77,10 @@ def ban_ngram_continuations(logits, history, length, windows, valid, group=1):
     rows, batch = dim(history, 0), dim(windows, 0)
     if count == 0:
         return logits
-    prefix = tf.reshape(_last_tokens(history, length, n - 1), [batch, group, 1, n - 1])
+    prefix = tf.reshape(last_tokens(history, length, n - 1), [batch, group, 1, n - 1])
     hit = tf.logical_and(tf.reduce_all(tf.equal(windows[:, None, :, :-1], prefix), axis=-1), valid[:, None, :])
-    hit = tf.logical_and(hit, length >= n - 1)  # [B, G, C]
+    long_enough = tf.broadcast_to(tf.reshape(length >= n - 1, [-1]), [rows])
+    hit = tf.logical_and(hit, tf.reshape(long_enough, [batch, group, 1]))  # [B, G, C]
     tokens = tf.reshape(tf.broadcast_to(windows[:, None, :, -1], [batch, group, count]), [rows, count])
     return _ban(logits, tokens, tf.reshape(hit, [rows, count]))
 
@@ -83,7 +91,7 @@ def no_repeat_ngram(logits, history, length, n):
 
     Args:
       logits: [B, V] float32.  history: [B, S] int32.
-      length: scalar int32, how many history slots are filled (the next token goes at `length`).
+      length: scalar or [B] int32, how many history slots are filled (the next token goes at `length`).
       n: python int >= 1, the n-gram size (static).
     Returns:
       [B, V] float32, banned tokens at -inf.
@@ -91,8 +99,8 @@ def no_repeat_ngram(logits, history, length, n):
     if n > history.shape[1]:
         return logits
     windows, valid = ngram_windows(history, n)
-    complete = tf.range(windows.shape[1]) + n - 1 < length  # the window's last token is already there
-    return ban_ngram_continuations(logits, history, length, windows, tf.logical_and(valid, complete[None]))
+    complete = tf.range(windows.shape[1]) + n - 1 < per_row(length)  # the window's last token is already there
+    return ban_ngram_continuations(logits, history, length, windows, tf.logical_and(valid, complete))
 
 
 # A prefix slot of a sequence table that matches any token (sequences shorter than the table).
@@ -107,20 +115,20 @@ def sequence_matches(history, length, context_length, prefixes, lengths):
     sequence is not longer than the context (transformers skips those).
 
     Args:
-      history: [R, S] int32.  length: scalar int32, filled history slots.
-      context_length: scalar int32, the sequence length transformers sees (prompt as given + new tokens).
+      history: [R, S] int32.  length: scalar or [R] int32, filled history slots.
+      context_length: scalar or [R] int32, the sequence length transformers sees (prompt as given + new tokens).
       prefixes: [M, L] int32.  lengths: [M] int32, whole sequence lengths (0 for unused rows).
     Returns:
       [R, M] bool.
     """
     width = prefixes.shape[1]
     if width:
-        last = _last_tokens(history, length, width)  # [R, L]
+        last = last_tokens(history, length, width)  # [R, L]
         same = tf.logical_or(tf.equal(last[:, None, :], prefixes[None]), tf.equal(prefixes, ANY_TOKEN)[None])
         match = tf.reduce_all(same, axis=-1)
     else:
         match = tf.ones([dim(history, 0), prefixes.shape[0]], tf.bool)
-    return tf.logical_and(match, tf.logical_and(lengths > 0, lengths <= context_length)[None])
+    return tf.logical_and(match, tf.logical_and(lengths > 0, lengths <= per_row(context_length)))
 
 
 def add_sequence_bias(logits, matches, last, bias):
@@ -142,11 +150,11 @@ def ban_sequences(logits, matches, last):
 
 
 def force(logits, ids, when):
-    """ForcedBOS/EOSTokenLogitsProcessor: where `when` (scalar bool), every logit is -inf but
-    those of `ids` ([E] int32, NO_TOKEN padded), which are 0. logits [R, V] float32."""
+    """ForcedBOS/EOSTokenLogitsProcessor: where `when` (scalar or [R] bool), every logit is -inf
+    but those of `ids` ([E] int32, NO_TOKEN padded), which are 0. logits [R, V] float32."""
     allowed = tf.reduce_any(tf.equal(tf.range(logits.shape[-1])[:, None], ids[None, :]), axis=-1)
     forced = tf.where(allowed, 0.0, -float("inf"))[None, :]
-    return tf.where(when, forced, logits)
+    return tf.where(per_row(when), forced, logits)
 
 
 def encoder_repetition_penalty(logits, seen, inverse):
@@ -167,8 +175,10 @@ def exponential_decay(logits, eos, step, start, factor):
     """ExponentialDecayLengthPenalty: after `start` new tokens, raise the EOS logits by
     |logit| * (factor ** (step - start) - 1).
 
-    Args: logits [R, V] float32; eos [V] bool, which ids are EOS; step, start: scalar int32;
+    Args: logits [R, V] float32; eos [V] bool, which ids are EOS; step: scalar or [R] int32;
+      start: scalar int32;
       factor: scalar float64 (transformers computes the power in Python). Returns [R, V].
     """
+    step = per_row(step)
     grow = tf.cast(tf.pow(factor, tf.cast(step - start, tf.float64)) - 1.0, tf.float32)
     return tf.where(tf.logical_and(eos[None, :], step > start), logits + tf.abs(logits) * grow, logits)

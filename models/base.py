@@ -7,8 +7,13 @@
     step(tokens [B, G], state, hidden=False) -> (logits [B, G, V] for the next token, state)
            with hidden=True (logits, state, hidden [B, G, E] float32 of the fed tokens)
     reorder(state, parents [B, G]) -> state      row g continues row parents[b, g]'s history
+    extend(tokens [B, G, T], state, filled [B, G]) -> (logits [B, G, T, V], state)
+           T tokens per row at the row's own generated positions filled..filled+T-1 (a
+           multi-token step: prompt lookup checks T draft positions with one read of the
+           weights); decoder-only models (supports_extend True)
     logits(input_ids [B, T], attention_mask [B, T], decoder_input_ids [B, T'] or None) -> [B, T or T', V]
     continues_prompt: python bool (see below)
+    supports_extend: python bool, the model has extend
 
 The loops hold no model-specific branch: every model takes the same arguments and returns
 the same things, as t5x's single tokens-to-logits boundary. input_ids may hold any id where
@@ -66,6 +71,7 @@ class CachedLM(tf.Module):
     # tables read a few rows per step, where narrow storage saves nothing.
     float32_only = ()
     dtype, quantize = "float32", None
+    supports_extend = False
 
     def store(self, dtype=None, quantize=None):
         """Store every matrix ([out, in] kernels and embedding tables; vectors stay float32) as
@@ -208,6 +214,33 @@ class DecoderLM(CachedLM):
             states, kvs = self._blocks(tokens, position, attend, state["kv"])
             out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
         return out + (states,) if hidden else out
+
+    supports_extend = True
+
+    def extend(self, tokens, state, filled):
+        """Feed T tokens per row at each row's own generated positions (a multi-token step).
+
+        Rows may hold different numbers of generated positions (they accepted different numbers
+        of draft tokens); the state's layout.step is neither read nor moved, and the cache needs
+        room for filled + T positions (prefill's max_new_tokens counts the extra T - 1).
+        Args:
+          tokens: [B, G, T] int32.  state: as returned by prefill or extend.
+          filled: [B, G] int32, generated positions each row holds; its tokens take the next T.
+        Returns:
+          (logits [B, G, T, V] float32, each for the token after tokens[..., t], new state).
+        """
+        b, g, t = dim(tokens, 0), tokens.shape[1], tokens.shape[2]
+        shape = [b, g, t, self.num_heads, self.head_dim]
+        layout = state["layout"]
+
+        def attend(q, k, v, kv, scale):
+            out, kv = attention.attend_tokens(*(tf.reshape(x, shape) for x in (q, k, v)), kv, layout, filled, scale)
+            return tf.reshape(out, [b, g, t, self.num_heads * self.head_dim]), kv
+
+        position = state["position"][:, None, None] + filled[:, :, None] + tf.range(t)
+        with layers.decode_step():
+            states, kvs = self._blocks(tokens, position, attend, state["kv"])
+            return self.head(states), dict(state, kv=tuple(kvs))
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Logits at every position in one forward pass.
