@@ -24,7 +24,8 @@ _TF_LOG_LINE = re.compile(rb"^([IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]|WARNING: All l
 OPTIONS = [("min-new-tokens", int), ("temperature", float), ("top-k", int), ("top-p", float), ("num-beams", int),
            ("num-return-sequences", int), ("length-penalty", float), ("repetition-penalty", float),
            ("no-repeat-ngram-size", int), ("seed", int), ("typical-p", float), ("epsilon-cutoff", float),
-           ("eta-cutoff", float), ("penalty-alpha", float)]
+           ("eta-cutoff", float), ("penalty-alpha", float), ("prompt-lookup-num-tokens", int),
+           ("max-matching-ngram-size", int)]
 
 
 def _add_options(parser):
