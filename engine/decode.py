@@ -98,7 +98,8 @@ def knob_tensors(opts, context_width, stop_arrays=()):
 class Strategy(NamedTuple):
     """The static choices of a program (a new program when they change).
 
-    kind: "greedy", "sample", "beam", "contrastive" or "lookup" (greedy with prompt lookup drafts).
+    kind: "greedy", "sample", "beam", "contrastive", "lookup" (greedy with prompt lookup drafts)
+      or "assisted" (greedy with an assistant model's drafts).
     group: G, rows decoded per prompt (num_return_sequences when sampling, num_beams in beam search,
       top_k in contrastive search: its candidates are the rows of the group).
     returns: sequences returned per prompt (num_return_sequences).
@@ -106,8 +107,9 @@ class Strategy(NamedTuple):
     eos_slots: E, the length of the padded EOS id vector (a multiple of EOS_SLOTS).
     output_scores: python bool, also return per-step and transition scores.
     controls: processing.Controls, which other processors run and their table sizes.
-    draft_tokens: K, prompt lookup's drafts per step (kind "lookup"; 0 otherwise).
+    draft_tokens: K, drafts per model step (kinds "lookup" and "assisted"; 0 otherwise).
     max_ngram: the longest n-gram prompt lookup matches (max_matching_ngram_size).
+    assistant: the assistant's model (kind "assisted"; None otherwise), compared by identity.
     """
     kind: str = "greedy"
     group: int = 1
@@ -118,15 +120,18 @@ class Strategy(NamedTuple):
     controls: processing.Controls = processing.Controls()
     draft_tokens: int = 0
     max_ngram: int = 0
+    assistant: object = None
 
 
 def strategy_for(opts, stop_key=()):
     """The static part of a call's options (engine.options.Options) as a Strategy; stop_key:
     the stop-string tables' static key (engine.stop_strings), () without."""
     kind = ("beam" if opts.num_beams > 1 else "sample" if opts.do_sample
-            else "contrastive" if opts.penalty_alpha > 0 else "lookup" if opts.prompt_lookup_num_tokens else "greedy")
+            else "contrastive" if opts.penalty_alpha > 0 else "lookup" if opts.prompt_lookup_num_tokens
+            else "assisted" if opts.assistant_model is not None else "greedy")
     group = {"beam": opts.num_beams, "contrastive": opts.top_k}.get(kind, opts.num_return_sequences)
-    lookup = (opts.prompt_lookup_num_tokens, opts.max_matching_ngram_size) if kind == "lookup" else (0, 0)
+    lookup = {"lookup": (opts.prompt_lookup_num_tokens, opts.max_matching_ngram_size),
+              "assisted": (opts.num_assistant_tokens, 0, getattr(opts.assistant_model, "model", None))}.get(kind, ())
     return Strategy(kind, group, opts.num_return_sequences, opts.no_repeat_ngram_size,
                     eos_slots(opts.eos_token_ids), opts.output_scores, processing.controls_for(opts.controls, stop_key),
                     *lookup)
@@ -203,7 +208,7 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
           (beam search: along the returned beam's own path, 0 after its end);
         "steps": scalar int32, the steps the loop ran;
         "sequences_scores": [B*R] float32, beam search only: the length-penalised score;
-        "accepted", "drafted": [B, M] int32, prompt lookup only: per model step after the prefill,
+        "accepted", "drafted": [B, M] int32, prompt lookup and assisted decoding: per model step after the prefill,
           the drafts each row accepted and offered (-1 once the row has ended); M = N.
     """
     contrastive = strategy.kind == "contrastive"
@@ -225,6 +230,10 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
         from .lookup import prompt_lookup_search  # it builds on this module's helpers
         tokens, extra = prompt_lookup_search(model, logits, model_state, history, attention_mask, max_new_tokens,
                                              knobs, strategy, prepared)
+    elif strategy.kind == "assisted":
+        from .assisted import assisted_search
+        tokens, extra = assisted_search(model, strategy.assistant, logits, model_state, history, input_ids,
+                                        attention_mask, max_new_tokens, knobs, strategy, prepared)
     else:
         loop = beam_search if strategy.kind == "beam" else sample_or_greedy
         tokens, extra = loop(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared)

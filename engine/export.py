@@ -29,6 +29,7 @@ from . import decode, options
 SIGNATURE_KNOBS = {
     "greedy": (),
     "lookup": (),
+    "assisted": (),
     "sample": (("temperature", tf.float32), ("top_k", tf.int32), ("top_p", tf.float64), ("seed", tf.int64)),
     "beam": (("length_penalty", tf.float64),),
     "contrastive": (("penalty_alpha", tf.float32),),

@@ -142,7 +142,7 @@ class GenerateOutput(NamedTuple):
       path, 0 after its end.
     sequences_scores: [R] float32 for beam search (summed log-probabilities / generated length
       ** length_penalty), None otherwise.
-    accepted, drafted: [R, M] int32 with prompt_lookup_num_tokens, None otherwise: for each of
+    accepted, drafted: [R, M] int32 with prompt_lookup_num_tokens or assistant_model, None otherwise: for each of
       the M model steps after the prompt's, how many draft tokens row r accepted and how many
       it was offered (-1 once the row had ended). A step emits accepted + 1 tokens. Greedy
       and scores as without drafts, except that scores and transition_scores hold 0 after a
@@ -404,9 +404,29 @@ class Generator:
         """The estimated bytes of a generate call, {part: bytes} (model.memory_estimate, and the scores)."""
         # prompt lookup's cache has room for K positions past the last new token
         parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens + strategy.draft_tokens)
+        if strategy.assistant is not None:
+            parts["assistant kv cache"] = strategy.assistant.memory_estimate(
+                batch, padded, 1, opts.max_new_tokens + strategy.draft_tokens)["kv cache"]
         if strategy.output_scores:
             parts["scores"] = opts.max_new_tokens * batch * strategy.group * self.vocab_size * 4
         return parts
+
+    def _check_assistant(self, assistant):
+        """Refuse an assistant_model that cannot draft for this model (GenerationArgumentError)."""
+        if not isinstance(assistant, Generator):
+            raise GenerationArgumentError(f"assistant_model must be an xlagen Generator (xlagen.engine.load(...)), "
+                                          f"got {type(assistant).__name__}")
+        if not assistant.model.supports_extend:
+            raise GenerationArgumentError(f"assistant_model {assistant.path} is an encoder-decoder; the assistant "
+                                          f"must be a decoder-only model (GPT-2, OPT)")
+        if assistant.vocab_size != self.vocab_size:
+            raise GenerationArgumentError(
+                f"assistant_model {assistant.path} has a vocabulary of {assistant.vocab_size} tokens and this model "
+                f"{self.vocab_size}; the assistant must share the model's vocabulary")
+        if (self.tokenizer is not None and assistant.tokenizer is not None
+                and self.tokenizer.get_vocab() != assistant.tokenizer.get_vocab()):
+            raise GenerationArgumentError(f"assistant_model {assistant.path} has another tokenizer than {self.path}; "
+                                          f"the assistant must share the model's vocabulary, token for token")
 
     def _plan(self, opts, batch, width, longest, bucket=True):
         """Check a call before anything compiles and choose its program: the one preparation
@@ -426,6 +446,8 @@ class Generator:
                 raise GenerationArgumentError(f"stop_strings needs a tokenizer, and {self.path} has no tokenizer.json; "
                                               f"stop on token ids with eos_token_id instead")
             stop = stop_strings.stop_string_tables(self.tokenizer, opts.controls.stop_strings)
+        if opts.assistant_model is not None:
+            self._check_assistant(opts.assistant_model)
         strategy = decode.strategy_for(opts, stop.key if stop else ())
         padded = width + (-width % opts.pad_to_multiple_of if bucket else 0)
         if batch is not None:
@@ -498,6 +520,12 @@ class Generator:
             do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
             num_beams, length_penalty, early_stopping, num_return_sequences, eos_token_id,
             pad_token_id, decoder_start_token_id, output_scores, penalty_alpha (contrastive search),
+            prompt_lookup_num_tokens and max_matching_ngram_size (greedy decoding that checks up to
+            K tokens copied from the row's own history per model step: the tokens of plain greedy,
+            in fewer steps when the output repeats its input; decoder-only models),
+            assistant_model (another xlagen Generator with the same vocabulary, which drafts
+            num_assistant_tokens tokens (default 3) per model step for greedy decoding to check:
+            the tokens of plain greedy),
             bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens,
             forced_bos_token_id, forced_eos_token_id, typical_p, epsilon_cutoff, eta_cutoff,
             renormalize_logits, encoder_repetition_penalty, encoder_no_repeat_ngram_size,

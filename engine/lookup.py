@@ -39,6 +39,7 @@ class LookupState(NamedTuple):
     transition: [R, N + K + 1] float32, each chosen token's processed score (with output_scores).
     scores: [N + K + 1, R, V] float32, the scores token n was chosen from (with output_scores; else [0]).
     model: the model's decoding state.
+    draft: the drafter's state ({} for prompt lookup; the assistant model's decoding state).
     """
     step: tf.Tensor
     history: tf.Tensor
@@ -49,6 +50,7 @@ class LookupState(NamedTuple):
     transition: tf.Tensor
     scores: tf.Tensor
     model: dict
+    draft: dict
 
 
 def write_at(buffer, values, start, count=None):
@@ -75,10 +77,37 @@ def prompt_lookup_search(model, logits, model_state, history, attention_mask, ma
     Returns:
       (tokens [B, N] int32, {"scores", "transition_scores", "steps", "accepted", "drafted"}).
     """
+    rows, prompt_len = dim(history, 0), history.shape[1]
+    width = prompt_len + max_new_tokens + strategy.draft_tokens
+    matchable = tf.concat([tf.cast(attention_mask, tf.bool), tf.ones([rows, width - prompt_len], tf.bool)], 1)
+
+    def propose(state):
+        proposed, count = drafts.prompt_lookup(tf.where(matchable, state.history, search.NO_TOKEN),
+                                               prompt_len + state.step, strategy.draft_tokens, strategy.max_ngram)
+        return proposed, count, state.draft
+
+    return draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared,
+                            propose, {})
+
+
+def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared, propose,
+                     draft_state):
+    """The greedy loop of multi-token steps, whoever drafts (the module docstring), G = 1.
+
+    Args:
+      model, logits, model_state: the model and what its prefill returned (logits [B, V]).
+      history: [B, S] int32, the prefix as the processors see it.
+      max_new_tokens: python int N.  knobs: decode.Knobs.  strategy: decode.Strategy (draft_tokens K).
+      prepared: processing.Prepared.
+      propose: function(LookupState) -> (drafts [R, K] int32, count [R] int32 valid drafts,
+        the drafter's new state); called once per model step, with state.step >= 1.
+      draft_state: the drafter's state (a nest of tensors, {} for none), kept in LookupState.draft.
+    Returns:
+      (tokens [B, N] int32, {"scores", "transition_scores", "steps", "accepted", "drafted"}).
+    """
     rows, prompt_len, vocab = dim(history, 0), history.shape[1], logits.shape[-1]
     k = strategy.draft_tokens
     width = prompt_len + max_new_tokens + k
-    matchable = tf.concat([tf.cast(attention_mask, tf.bool), tf.ones([rows, width - prompt_len], tf.bool)], 1)
     columns = tf.range(width)[None, :]
 
     def choose(logits, state, proposed):
@@ -116,7 +145,8 @@ def prompt_lookup_search(model, logits, model_state, history, attention_mask, ma
     state = LookupState(step=tf.zeros([rows], tf.int32), history=history, done=tf.zeros([rows], tf.bool),
                         steps=tf.constant(0), accepted=none, drafted=none,
                         transition=tf.zeros([rows, slots]),
-                        scores=tf.zeros([slots, rows, vocab] if strategy.output_scores else [0]), model=model_state)
+                        scores=tf.zeros([slots, rows, vocab] if strategy.output_scores else [0]), model=model_state,
+                        draft=draft_state)
     chosen, state = choose(logits[:, None], state, None)
     state = emit(state, chosen, tf.ones([rows], tf.int32))
 
@@ -126,8 +156,8 @@ def prompt_lookup_search(model, logits, model_state, history, attention_mask, ma
     def body(state):
         active = tf.logical_and(tf.logical_not(state.done), state.step < max_new_tokens)
         length = prompt_len + state.step
-        proposed, count = drafts.prompt_lookup(tf.where(matchable, state.history, search.NO_TOKEN), length, k,
-                                               strategy.max_ngram)
+        proposed, count, draft_state = propose(state)
+        state = state._replace(draft=draft_state)
         # No draft past the last new token; a row that has ended offers none.
         count = tf.where(active, tf.minimum(count, max_new_tokens - state.step - 1), 0)
         last = tf.gather(state.history, length - 1, batch_dims=1)

@@ -26,7 +26,7 @@ DEFAULTS = {
     "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
     "bos_token_id": None, "eos_token_id": None, "pad_token_id": None, "decoder_start_token_id": None,
     "output_scores": False, "penalty_alpha": None,
-    "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None,
+    "prompt_lookup_num_tokens": None, "max_matching_ngram_size": None, "num_assistant_tokens": None,
     # the controls of engine/processing.py
     "bad_words_ids": None, "sequence_bias": None, "suppress_tokens": None, "begin_suppress_tokens": None,
     "forced_bos_token_id": None, "forced_eos_token_id": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
@@ -46,7 +46,7 @@ IGNORED = {"_commit_hash", "_from_model_config", "transformers_version", "cache_
            "compile_config", "disable_compile", "return_legacy_cache", "use_cache", "low_memory",
            "prefill_chunk_size", "output_attentions", "output_hidden_states", "output_logits",
            "return_dict_in_generate", "is_assistant", "assistant_confidence_threshold", "assistant_early_exit",
-           "assistant_lookbehind", "target_lookbehind", "num_assistant_tokens", "num_assistant_tokens_schedule"}
+           "assistant_lookbehind", "target_lookbehind", "num_assistant_tokens_schedule"}
 # The generation keys (and transformers' defaults) whose non-default value in config.json sends
 # transformers 4.57 down its legacy path (PretrainedConfig._get_global_generation_defaults).
 LEGACY_KEYS = {"max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
@@ -59,7 +59,8 @@ LEGACY_KEYS = {"max_length": 20, "min_length": 0, "do_sample": False, "early_sto
 # transformers skips a warper or processor whose option is None: the neutral value does the same.
 NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "repetition_penalty": 1.0}
 # Options of generate's call only (never read from config files): (default).
-EXTRA = {"pad_to_multiple_of": 8, "seed": None, "memory_limit": None, "logits_processor": None}
+EXTRA = {"pad_to_multiple_of": 8, "seed": None, "memory_limit": None, "logits_processor": None,
+         "assistant_model": None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,8 @@ class Options:
     controls: ControlOptions = ControlOptions()
     prompt_lookup_num_tokens: int = 0  # K draft tokens per step (engine/lookup.py); 0 is off
     max_matching_ngram_size: int = 2
+    assistant_model: object = None  # an xlagen Generator drafting num_assistant_tokens (engine/assisted.py)
+    num_assistant_tokens: int = 0
 
 
 def _int(name, value, low=None):
@@ -265,31 +268,44 @@ def checkpoint_defaults(generation_config, model_config):
     return dict(model_config.raw, **{k: getattr(model_config, k) for k in tokens if hasattr(model_config, k)})
 
 
-def _prompt_lookup(merged, kwargs, multi_token, *, do_sample, beams, contrastive, stop, custom):
-    """prompt_lookup_num_tokens and max_matching_ngram_size, checked: {option: value}.
+# Draft tokens per model step with an assistant model when num_assistant_tokens is not given:
+# a step of 4 positions costs about 1.35x a one-token step on this CPU, 5-8 about 1.8x (README).
+ASSISTANT_TOKENS = 3
 
-    Prompt lookup runs greedy decoding (engine/lookup.py). Given as a keyword, a combination it
-    cannot run is refused; set by the checkpoint's generation_config, it is then left off
-    (greedy tokens are plain greedy decoding's either way)."""
-    k = merged["prompt_lookup_num_tokens"]
-    if k is None:
+
+def _drafts(merged, kwargs, multi_token, *, do_sample, beams, contrastive, stop, custom):
+    """The multi-token step options, checked: {Options field: value}: prompt_lookup_num_tokens
+    and max_matching_ngram_size (engine/lookup.py), or assistant_model and num_assistant_tokens
+    (engine/assisted.py).
+
+    Both run greedy decoding. Given as a keyword, a combination they cannot run is refused;
+    prompt lookup set by the checkpoint's generation_config is then left off (greedy tokens
+    are plain greedy decoding's either way)."""
+    k, assistant = merged["prompt_lookup_num_tokens"], merged["assistant_model"]
+    if k is None and assistant is None:
         return {}
-    k = _int("prompt_lookup_num_tokens", k, 1)
-    ngram = merged["max_matching_ngram_size"]
-    ngram = 2 if ngram is None else _int("max_matching_ngram_size", ngram, 1)
-    conflicts = [name for name, on in (("do_sample=True", do_sample), ("num_beams > 1", beams > 1),
+    name = "prompt_lookup_num_tokens" if assistant is None else "assistant_model"
+    conflicts = [what for what, on in (("do_sample=True", do_sample), ("num_beams > 1", beams > 1),
                                        ("penalty_alpha (contrastive search)", contrastive),
                                        ("stop_strings", bool(stop)), ("logits_processor", bool(custom)))
                  if on]
+    if k is not None and assistant is not None:
+        conflicts.append("prompt_lookup_num_tokens (one drafter at a time)")
     if not multi_token:
-        conflicts.append("an encoder-decoder model (prompt lookup needs a decoder-only model: GPT-2, OPT)")
+        conflicts.append("an encoder-decoder model (draft tokens need a decoder-only model: GPT-2, OPT)")
     if conflicts:
-        if "prompt_lookup_num_tokens" in kwargs:
+        if name in kwargs:
             raise GenerationArgumentError(
-                f"prompt_lookup_num_tokens runs greedy decoding with draft tokens, and cannot run with "
-                f"{', '.join(conflicts)}; drop prompt_lookup_num_tokens or those options")
+                f"{name} runs greedy decoding with draft tokens, and cannot run with {', '.join(conflicts)}; "
+                f"drop {name} or those options")
         return {}
-    return {"prompt_lookup_num_tokens": k, "max_matching_ngram_size": ngram}
+    if assistant is not None:
+        count = merged["num_assistant_tokens"]
+        return {"assistant_model": assistant,
+                "num_assistant_tokens": ASSISTANT_TOKENS if count is None else _int("num_assistant_tokens", count, 1)}
+    ngram = merged["max_matching_ngram_size"]
+    return {"prompt_lookup_num_tokens": _int("prompt_lookup_num_tokens", k, 1),
+            "max_matching_ngram_size": 2 if ngram is None else _int("max_matching_ngram_size", ngram, 1)}
 
 
 def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, multi_token=True):
@@ -410,7 +426,7 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, mul
         exponential_decay_length_penalty=_decay(merged["exponential_decay_length_penalty"]),
         stop_strings=() if stop is None else check_stop_strings(stop),
         logits_processor=_processors(merged["logits_processor"]), **warpers)
-    lookup = _prompt_lookup(merged, kwargs, multi_token, do_sample=do_sample, beams=beams, contrastive=alpha > 0,
+    lookup = _drafts(merged, kwargs, multi_token, do_sample=do_sample, beams=beams, contrastive=alpha > 0,
                             stop=controls["stop_strings"], custom=controls["logits_processor"])
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     memory_limit = merged["memory_limit"]

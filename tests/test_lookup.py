@@ -59,7 +59,7 @@ def test_extend_at_per_row_positions_gives_the_step_logits(name):
     np.testing.assert_allclose(second[1, 0, :2], expected[1, 3:5], atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["gpt2-tiny", "opt-tiny", "opt-350m-tiny", "gpt2-variant"])
+@pytest.mark.parametrize("name", ["gpt2-tiny", "opt-350m-tiny"])  # GPT-2's and OPT's decoders
 def test_greedy_tokens_match_transformers(name):
     ref = reference(name)
     out = generator(name).generate(ref["input_ids"], attention_mask=ref["attention_mask"], max_new_tokens=NEW,
@@ -92,9 +92,12 @@ def _cycling(gen):
     return ids, mask, dict(sequence_bias=bias, pad_token_id=0, max_new_tokens=20)
 
 
-@pytest.mark.parametrize("options", [dict(eos_token_id=None),
-                                     dict(eos_token_id=37, min_new_tokens=5, forced_eos_token_id=3,
-                                          bad_words_ids=[[23, 40]], exponential_decay_length_penalty=(9, 1.5))])
+# EOS (37, in the cycle) after 5 tokens, and processors that count each row's own step.
+ENDING = dict(eos_token_id=37, min_new_tokens=5, forced_eos_token_id=3, bad_words_ids=[[23, 40]],
+              exponential_decay_length_penalty=(9, 1.5))
+
+
+@pytest.mark.parametrize("options", [dict(eos_token_id=None), ENDING])
 def test_rows_accept_different_counts_with_the_tokens_of_plain_greedy(tiny, options):
     ids, mask, common = _cycling(tiny)
     plain = tiny.generate(ids, attention_mask=mask, output_scores=True, **common, **options)
@@ -124,6 +127,7 @@ def test_rows_accept_different_counts_with_the_tokens_of_plain_greedy(tiny, opti
 
 def test_eager_path_gives_the_compiled_tokens(tiny):
     ids, mask, common = _cycling(tiny)
+    common = dict(common, max_new_tokens=8)
     compiled = tiny.generate(ids, attention_mask=mask, prompt_lookup_num_tokens=3, eos_token_id=None, **common)
     eager = tiny.generate(ids, attention_mask=mask, prompt_lookup_num_tokens=3, eos_token_id=None,
                           jit_compile=False, **common)
@@ -164,3 +168,59 @@ def test_a_checkpoint_default_it_cannot_run_is_left_off(tiny):
         tiny.generation_config = original
     assert greedy.plan.strategy.kind == "lookup" and greedy.plan.strategy.draft_tokens == 3
     assert sampled.plan.strategy.kind == "sample"
+
+
+# -- assisted decoding: the same loop, drafts from another model ------------------------------
+
+def test_assistant_drafts_give_transformers_greedy_tokens(tiny):
+    ref = reference("gpt2-tiny")
+    common = dict(attention_mask=ref["attention_mask"], max_new_tokens=NEW, eos_token_id=None,
+                  pad_token_id=int(ref["pad"]), output_scores=True)
+    same = tiny.generate(ref["input_ids"], assistant_model=tiny, **common)  # drafts are greedy's own
+    np.testing.assert_array_equal(same.sequences, ref["greedy"])
+    np.testing.assert_array_equal(same.accepted, [[3, 3, 2]] * 5)  # 11 tokens after the prompt's: 3 steps
+    other = tiny.generate(ref["input_ids"], assistant_model=generator("gpt2-variant"), num_assistant_tokens=2,
+                          **common)
+    np.testing.assert_array_equal(other.sequences, ref["greedy"])
+    assert (other.drafted[:, 0] == 2).all() and other.drafted.max() == 2  # fewer only near the last token
+
+
+def test_assistant_with_eos_and_processors_gives_plain_greedy_tokens(tiny):
+    ids, mask, common = _cycling(tiny)
+    options = dict(ENDING, output_scores=True, **common)  # plain greedy's program is the lookup test's
+    plain = tiny.generate(ids, attention_mask=mask, **options)
+    out = tiny.generate(ids, attention_mask=mask, assistant_model=generator("gpt2-variant"), **options)
+    np.testing.assert_array_equal(out.sequences, plain.sequences)
+    new = out.sequences[:, ids.shape[1]:]
+    taken = np.where(out.accepted >= 0, out.accepted + 1, 0).sum(axis=1)
+    ends = [int(np.argmax(r == 37)) + 1 if (r == 37).any() else 20 for r in new]
+    np.testing.assert_array_equal(taken + 1, ends)
+
+
+def test_assistant_programs_are_kept_per_assistant(tiny):
+    ref = reference("gpt2-tiny")
+    common = dict(attention_mask=ref["attention_mask"], max_new_tokens=NEW, eos_token_id=None,
+                  pad_token_id=int(ref["pad"]), output_scores=True, assistant_model=tiny)
+    tiny.generate(ref["input_ids"], **common)
+    before = tiny.trace_count
+    tiny.generate(ref["input_ids"][::-1], **common)
+    assert tiny.trace_count == before  # same bucket, same assistant: no retrace
+    ids = [[5, 6, 7]]
+    strategy = {name: tiny.decode_call(ids, max_new_tokens=4, assistant_model=generator(name)).plan.strategy
+                for name in ("gpt2-tiny", "gpt2-variant")}
+    assert strategy["gpt2-tiny"].assistant is tiny.model and strategy["gpt2-tiny"] != strategy["gpt2-variant"]
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(assistant_model="gpt2"), "must be an xlagen Generator"),
+    (dict(assistant_model="t5"), "encoder-decoder"),
+    (dict(assistant_model="opt"), "vocabulary"),
+    (dict(assistant_model="self", do_sample=True), "do_sample=True"),
+    (dict(assistant_model="self", prompt_lookup_num_tokens=2), "one drafter at a time"),
+    (dict(assistant_model="self", num_assistant_tokens=0), "num_assistant_tokens"),
+])
+def test_assistants_that_cannot_draft_are_refused(tiny, kwargs, words):
+    given = {"self": tiny, "t5": generator("t5-v1_1-tiny"), "opt": generator("opt-tiny"), "gpt2": "gpt2"}
+    kwargs = dict(kwargs, assistant_model=given[kwargs["assistant_model"]])
+    with pytest.raises(GenerationArgumentError, match=words):
+        tiny.generate([[5, 6, 7]], max_new_tokens=4, **kwargs)

@@ -69,7 +69,15 @@ ROWS = {
     "opt_beam4": ("opt", "beam4", 1, 8, 32, dict(num_beams=4)),
     "t5_greedy": ("t5", "greedy", 1, 8, 32, {}),
     "t5_beam4": ("t5", "beam4", 1, 8, 32, dict(num_beams=4)),
+    # Prompt lookup on a prompt that ends by starting to repeat an earlier passage (copy_prompt),
+    # beside plain greedy decoding of the same prompt; "bundled" is the model xlagen ships.
+    "lookup_copy": ("gpt2", "lookup_copy", 1, 128, 64, dict(prompt_lookup_num_tokens=3)),
+    "lookup_copy_bundled": ("bundled", "lookup_copy", 1, 128, 64, dict(prompt_lookup_num_tokens=3)),
+    # Assisted decoding: the draft is the checkpoint's embeddings, first 2 layers and head (draft_checkpoint).
+    "assisted": ("gpt2", "assisted", 1, 8, 32, dict(assistant_layers=2)),
 }
+# Scenarios tools/bench_peers.py knows; other rows are xlagen against itself.
+PEER_SCENARIOS = {"greedy", "beam4", "topp", "topk50", "greedy_b16", "long", "beam4_long"}
 # Issue 7's targets: xlagen ms/step / transformers TF+XLA ms/step in the same run (first: first-call seconds).
 TARGETS = {"greedy": 0.85, "beam4": 0.6, "beam4_long": 0.5, "topp": 0.65, "greedy_b16": 0.8}
 FIRST_CALL_TARGET = ("greedy", 0.3)
@@ -97,6 +105,25 @@ def write_checkpoint(family, folder):
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(CONFIGS[family], f, indent=1)
     return folder
+
+
+def draft_checkpoint(folder, layers):
+    """A draft for assisted decoding next to `folder` (a GPT-2 checkpoint): its embeddings,
+    first `layers` blocks and final norm, the same vocabulary. Returns the draft's folder."""
+    out = f"{folder}-draft{layers}"
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        return out
+    from safetensors.numpy import load_file
+    tensors = load_file(os.path.join(folder, "model.safetensors"))
+    keep = {name: t for name, t in tensors.items()
+            if not name.startswith("h.") or int(name.split(".")[1]) < layers}
+    with open(os.path.join(folder, "config.json")) as f:
+        config = dict(json.load(f), n_layer=layers)
+    os.makedirs(out, exist_ok=True)
+    save_file(keep, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    return out
 
 
 def bandwidth_meter(reps=10):
@@ -146,10 +173,49 @@ def bytes_per_step(gen, batch, prompt, new, group):
     return weights + cache["kv cache"] + cache.get("cross-attention cache", 0)
 
 
-def time_xlagen(gen, batch, prompt, new, options, reps):
-    ids = np.random.RandomState(0).randint(0, min(gen.vocab_size, 50000), size=(batch, prompt)).astype("int32")
+def copy_prompt(gen, batch, prompt):
+    """[batch, prompt] ids that end by starting over an earlier passage, the input-grounded case
+    prompt lookup is for: with a tokenizer, a passage of Python's own documentation
+    (pydoc_data), a blank line and the passage's first 16 tokens again; without one, random
+    ids the same way."""
+    rng = np.random.RandomState(0)
+    rows = []
+    for b in range(batch):
+        if gen.tokenizer is not None:
+            from pydoc_data.topics import topics
+            text = " ".join(topics[name] for name in sorted(topics)[b::7][:3])
+            passage = gen.tokenizer.encode(text).ids[:prompt - 18]
+            rows.append(passage + gen.tokenizer.encode("\n\n").ids[:2] + passage[:16])
+        else:
+            passage = list(rng.randint(0, min(gen.vocab_size, 50000), size=prompt - 16))
+            rows.append(passage + passage[:16])
+    return np.array([r[-prompt:] for r in rows], np.int32)
+
+
+def row_prompt(gen, scenario, batch, prompt):
+    """The row's prompt ids: copy_prompt for the lookup rows, else random ids."""
+    if scenario == "lookup_copy":
+        return copy_prompt(gen, batch, prompt)
+    return np.random.RandomState(0).randint(0, min(gen.vocab_size, 50000), size=(batch, prompt)).astype("int32")
+
+
+def time_xlagen(gen, ids, new, options, reps):
     kwargs = dict(max_new_tokens=new, min_new_tokens=new, seed=(1, 2), **options)
     return first_and_best(lambda: gen.generate(ids, **kwargs), reps)
+
+
+def acceptance(gen, ids, new, options):
+    """The drafts' record on the row (prompt lookup or an assistant): {"accepted": share of offered drafts the model took,
+    "tokens_per_step": new tokens per model step (the prompt's included), "identical": tokens
+    equal plain greedy's}."""
+    kwargs = dict(max_new_tokens=new, min_new_tokens=new)
+    out = gen.generate(ids, output_scores=True, **kwargs, **options)
+    plain = gen.generate(ids, **kwargs)
+    ran = out.accepted >= 0
+    offered = int(out.drafted[ran].sum())
+    return {"accepted": float(out.accepted[ran].sum()) / offered if offered else 0.0,
+            "tokens_per_step": new / (1 + out.accepted.shape[1]),
+            "identical": bool((out.sequences == plain).all())}
 
 
 def time_peer(python, peer, family, scenario, checkpoint, reps):
@@ -198,6 +264,39 @@ def precisions(dtypes, quantize):
     return out
 
 
+# Issue 23's targets: tokens per second over plain greedy's (assisted: where the draft agrees on 60%+).
+LOOKUP_TARGETS = (("lookup_copy", 1.6), ("assisted", 1.4))
+
+
+def lookup_table(results, verdicts):
+    """The prompt lookup rows beside plain greedy decoding of the same prompt (lines); appends
+    the target's verdict to verdicts."""
+    from xlagen.engine.options import ASSISTANT_TOKENS
+    rows = {name: r for name, r in results.items() if "lookup" in r}
+    if not rows:
+        return []
+    lines = ["", "Prompt lookup (`prompt_lookup_num_tokens`) and assisted decoding (`assistant_model`) beside plain "
+             "greedy decoding of the same prompt, same run:", "",
+             "| row | model | K | plain greedy ms/token | prompt lookup ms/token | speed-up | drafts accepted | "
+             "tokens per model step | tokens identical |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        plain, fast = r["plain_best_s"] / r["new"] * 1000, r["ms_per_step"]
+        model = "bundled" if r["family"] == "bundled" else f"{r['family']} shape, random weights"
+        if "assistant_layers" in r["options"]:
+            model += f"; draft: its first {r['options']['assistant_layers']} layers"
+        k = r["options"].get("prompt_lookup_num_tokens", r["options"].get("num_assistant_tokens", ASSISTANT_TOKENS))
+        lines.append(f"| {name} | {model} | {k} | {plain:.1f} | {fast:.1f} | "
+                     f"{plain / fast:.2f}x | {100 * r['lookup']['accepted']:.0f}% | "
+                     f"{r['lookup']['tokens_per_step']:.1f} | {'yes' if r['lookup']['identical'] else 'NO'} |")
+    for row, target in LOOKUP_TARGETS:
+        if row in rows:
+            speedup = rows[row]["plain_best_s"] / rows[row]["best_s"]
+            verdicts.append(f"- {row}: {speedup:.2f}x plain greedy's tokens/s with "
+                            f"{100 * rows[row]['lookup']['accepted']:.0f}% of drafts accepted, target ≥ {target}x: "
+                            f"{'met' if speedup >= target else 'not met'}")
+    return lines
+
+
 def table(results, peers):
     """BENCHMARKS.md's text from the results."""
     labels = sorted({label for r in results.values() for label in r.get("variants", {})})
@@ -229,6 +328,7 @@ def table(results, peers):
         else:
             cells.append("")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += lookup_table(results, verdicts)
     row, target = FIRST_CALL_TARGET
     peer = results.get(row, {}).get("peers", {}).get("hf_tf_xla", {})
     if peer.get("first_s"):
@@ -270,16 +370,29 @@ def main(argv=None):
     generators, results = {}, {}
     for name in args.rows:
         family, scenario, batch, prompt, new, options = ROWS[name]
-        checkpoint = write_checkpoint(family, os.path.join(args.cache, family))
+        checkpoint = ("default" if family == "bundled"
+                      else write_checkpoint(family, os.path.join(args.cache, family)))
         if family not in generators:
             generators[family] = load(checkpoint, memory_limit=2**40)
         gen = generators[family]
         group = options.get("num_beams", 1)
-        row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=options,
+        ids = row_prompt(gen, scenario, batch, prompt)
+        shown = options
+        if "assistant_layers" in options:  # the assistant Generator itself goes to generate
+            draft = draft_checkpoint(checkpoint, options["assistant_layers"])
+            options = {k: v for k, v in options.items() if k != "assistant_layers"}
+            options["assistant_model"] = load(draft, memory_limit=2**40)
+        lookup = "prompt_lookup_num_tokens" in options or "assistant_model" in options
+        row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=shown,
                    bytes_per_step=bytes_per_step(gen, batch, prompt, new, group), peers={})
+        if lookup:
+            row["lookup"] = acceptance(gen, ids, new, options)
         for round_ in range(args.rounds):
             before = measure_bandwidth()
-            first, best = time_xlagen(gen, batch, prompt, new, options, args.reps)
+            first, best = time_xlagen(gen, ids, new, options, args.reps)
+            if lookup:  # plain greedy on the same prompt, right after
+                plain = time_xlagen(gen, ids, new, {}, args.reps)[1]
+                row["plain_best_s"] = min(plain, row.get("plain_best_s", plain))
             row["bandwidth"] = max(row.get("bandwidth", 0), before, measure_bandwidth())
             if round_ == 0:  # later rounds reuse the compiled program (peers: best_of)
                 row["first_s"] = first
@@ -290,11 +403,11 @@ def main(argv=None):
                 key = (family, label)
                 if key not in generators:
                     generators[key] = load(checkpoint, memory_limit=2**40, **kwargs)
-                v_first, v_best = time_xlagen(generators[key], batch, prompt, new, options, args.reps)
+                v_first, v_best = time_xlagen(generators[key], ids, new, options, args.reps)
                 v = row.setdefault("variants", {}).setdefault(label, {"first_s": v_first, "weight_bytes": generators[key].weight_bytes})
                 v["ms_per_step"] = min(v_best / new * 1000, v.get("ms_per_step", float("inf")))
                 print(f"  xlagen {label}: {v['ms_per_step']:.1f} ms/step, first {v['first_s']:.1f} s", flush=True)
-            for peer in peers:
+            for peer in (peers if scenario in PEER_SCENARIOS and family in CONFIGS else ()):
                 result = time_peer(args.peers_python, peer, family, scenario, checkpoint, args.reps)
                 print(f"  {peer}: {json.dumps(result)}", flush=True)
                 row["peers"][peer] = best_of(row["peers"].get(peer), result)
@@ -316,7 +429,7 @@ def main(argv=None):
             "shaped like gpt2, opt-125m and t5-small. Ratios are xlagen / peer (below 1: xlagen is faster). "
             "The floor reads every weight of a step once plus the KV cache at the bandwidth measured "
             "around the row's own timing.", ""]
-    text += lines + ["", "Targets (issue 7):", ""] + verdicts + [""]
+    text += lines + ["", "Targets (issues 7 and 23):", ""] + verdicts + [""]
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "BENCHMARKS.md")
     old = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
