@@ -73,8 +73,11 @@ ROWS = {
     # beside plain greedy decoding of the same prompt; "bundled" is the model xlagen ships.
     "lookup_copy": ("gpt2", "lookup_copy", 1, 128, 64, dict(prompt_lookup_num_tokens=3)),
     "lookup_copy_bundled": ("bundled", "lookup_copy", 1, 128, 64, dict(prompt_lookup_num_tokens=3)),
-    # Assisted decoding: the draft is the checkpoint's embeddings, first 2 layers and head (draft_checkpoint).
+    # Assisted decoding: the draft is the checkpoint's embeddings, first 2 layers and head
+    # (draft_checkpoint); "gpt2_damped" is the gpt2 checkpoint with layers 2-11 damped so that the
+    # draft agrees with it often, as a trained pair would (random weights agree on nothing).
     "assisted": ("gpt2", "assisted", 1, 8, 32, dict(assistant_layers=2)),
+    "assisted_agreeing": ("gpt2_damped", "assisted", 1, 8, 32, dict(assistant_layers=2)),
 }
 # Scenarios tools/bench_peers.py knows; other rows are xlagen against itself.
 PEER_SCENARIOS = {"greedy", "beam4", "topp", "topk50", "greedy_b16", "long", "beam4_long"}
@@ -105,6 +108,27 @@ def write_checkpoint(family, folder):
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(CONFIGS[family], f, indent=1)
     return folder
+
+
+def damped_checkpoint(folder, keep=2, factor=0.05):
+    """The GPT-2 checkpoint in `folder` with the output projections of every layer from `keep`
+    on multiplied by `factor`: those layers change the residual stream little, so a draft of its
+    first `keep` layers predicts what it predicts most of the time, while each step still reads
+    every weight. Returns the new folder (written once, beside `folder`)."""
+    out = f"{folder}_damped"
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        return out
+    from safetensors.numpy import load_file
+    tensors = load_file(os.path.join(folder, "model.safetensors"))
+    for name in tensors:
+        parts = name.split(".")
+        if parts[0] == "h" and int(parts[1]) >= keep and parts[-2] == "c_proj" and parts[-1] == "weight":
+            tensors[name] = tensors[name] * factor
+    os.makedirs(out, exist_ok=True)
+    save_file(tensors, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json")) as f, open(os.path.join(out, "config.json"), "w") as g:
+        g.write(f.read())
+    return out
 
 
 def draft_checkpoint(folder, layers):
@@ -265,7 +289,7 @@ def precisions(dtypes, quantize):
 
 
 # Issue 23's targets: tokens per second over plain greedy's (assisted: where the draft agrees on 60%+).
-LOOKUP_TARGETS = (("lookup_copy", 1.6), ("assisted", 1.4))
+LOOKUP_TARGETS = (("lookup_copy", 1.6), ("assisted_agreeing", 1.4))
 
 
 def lookup_table(results, verdicts):
@@ -277,11 +301,12 @@ def lookup_table(results, verdicts):
         return []
     lines = ["", "Prompt lookup (`prompt_lookup_num_tokens`) and assisted decoding (`assistant_model`) beside plain "
              "greedy decoding of the same prompt, same run:", "",
-             "| row | model | K | plain greedy ms/token | prompt lookup ms/token | speed-up | drafts accepted | "
+             "| row | model | K | plain greedy ms/token | with drafts ms/token | speed-up | drafts accepted | "
              "tokens per model step | tokens identical |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         plain, fast = r["plain_best_s"] / r["new"] * 1000, r["ms_per_step"]
-        model = "bundled" if r["family"] == "bundled" else f"{r['family']} shape, random weights"
+        model = {"bundled": "bundled", "gpt2_damped": "gpt2 shape, random weights, layers 2-11 damped"}.get(
+            r["family"], f"{r['family']} shape, random weights")
         if "assistant_layers" in r["options"]:
             model += f"; draft: its first {r['options']['assistant_layers']} layers"
         k = r["options"].get("prompt_lookup_num_tokens", r["options"].get("num_assistant_tokens", ASSISTANT_TOKENS))
@@ -370,8 +395,12 @@ def main(argv=None):
     generators, results = {}, {}
     for name in args.rows:
         family, scenario, batch, prompt, new, options = ROWS[name]
-        checkpoint = ("default" if family == "bundled"
-                      else write_checkpoint(family, os.path.join(args.cache, family)))
+        if family == "bundled":
+            checkpoint = "default"
+        elif family == "gpt2_damped":
+            checkpoint = damped_checkpoint(write_checkpoint("gpt2", os.path.join(args.cache, "gpt2")))
+        else:
+            checkpoint = write_checkpoint(family, os.path.join(args.cache, family))
         if family not in generators:
             generators[family] = load(checkpoint, memory_limit=2**40)
         gen = generators[family]
