@@ -34,6 +34,8 @@ def assisted_search(model, assistant, logits, model_state, history, input_ids, a
     _, draft_state, _ = assistant.prefill(input_ids, attention_mask, knobs.decoder_start_id, max_new_tokens + k, 1)
 
     def propose(state):
+        """(drafts [R, K] int32, count [R] int32 (K: an EOS draft ends the row where accepted),
+        the assistant's new state) for the rows of state (lookup.LookupState)."""
         length = prompt_len + state.step
         two = state.step >= 2  # else only the first new token exists: fed at position 0
         last = tf.gather(state.history, length - 1, batch_dims=1)
@@ -47,7 +49,6 @@ def assisted_search(model, assistant, logits, model_state, history, input_ids, a
             logits, draft = assistant.extend(tokens[-1][:, None, None], draft, (state.step + i - 1)[:, None])
             tokens.append(tf.argmax(logits[:, 0, 0], axis=-1, output_type=tf.int32))
         proposed = tf.stack(tokens, axis=1)
-        # An EOS draft may be accepted, and the row ends there; nothing after it counts.
         count = tf.fill(tf.shape(state.step), k)
         return proposed, count, draft
 

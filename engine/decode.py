@@ -206,7 +206,8 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
           steps the loop did not run hold 0;
         "transition_scores": [B*R, N] float32, each chosen token's entry of the step's scores
           (beam search: along the returned beam's own path, 0 after its end);
-        "steps": scalar int32, the steps the loop ran;
+        "steps": scalar int32, the steps the loop ran (with draft tokens: the most new tokens
+          of a row, the length of "scores");
         "sequences_scores": [B*R] float32, beam search only: the length-penalised score;
         "accepted", "drafted": [B, M] int32, prompt lookup and assisted decoding: per model step after the prefill,
           the drafts each row accepted and offered (-1 once the row has ended); M = N.

@@ -29,7 +29,6 @@ from . import decode, options
 SIGNATURE_KNOBS = {
     "greedy": (),
     "lookup": (),
-    "assisted": (),
     "sample": (("temperature", tf.float32), ("top_k", tf.int32), ("top_p", tf.float64), ("seed", tf.int64)),
     "beam": (("length_penalty", tf.float64),),
     "contrastive": (("penalty_alpha", tf.float32),),
@@ -74,6 +73,9 @@ def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **
     if not _jit_compile(kwargs.pop("jit_compile", True)):
         raise GenerationArgumentError("export writes the compiled program, so it cannot take jit_compile=False; "
                                       "drop jit_compile (jit_compile=False is for running generate() eagerly)")
+    if kwargs.get("assistant_model") is not None:
+        raise GenerationArgumentError("export does not take assistant_model: the SavedModel would need the assistant's "
+                                      "weights as well; export plain greedy decoding, or use prompt_lookup_num_tokens")
     if os.path.exists(directory) and os.listdir(directory):
         raise GenerationArgumentError(f"export directory {directory} is not empty; give a new or empty directory")
     opts = gen._options(dict(kwargs, max_new_tokens=max_new_tokens), prompt_length)

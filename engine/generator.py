@@ -5,6 +5,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -142,7 +143,8 @@ class GenerateOutput(NamedTuple):
       path, 0 after its end.
     sequences_scores: [R] float32 for beam search (summed log-probabilities / generated length
       ** length_penalty), None otherwise.
-    accepted, drafted: [R, M] int32 with prompt_lookup_num_tokens or assistant_model, None otherwise: for each of
+    accepted, drafted: [R, M] int32 with prompt_lookup_num_tokens or assistant_model (and
+      output_scores=True, which gives this GenerateOutput), None otherwise: for each of
       the M model steps after the prompt's, how many draft tokens row r accepted and how many
       it was offered (-1 once the row had ended). A step emits accepted + 1 tokens. Greedy
       and scores as without drafts, except that scores and transition_scores hold 0 after a
@@ -282,6 +284,7 @@ class Generator:
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
         self.generation_config, self.tokenizer = generation_config, tokenizer
         self._programs = Programs(MAX_PROGRAMS)
+        self._assistants = weakref.WeakSet()  # assistant Generators whose vocabulary was checked
         self.max_programs = max_programs  # checked by the setter
         self._warn_unapplied()
 
@@ -408,7 +411,8 @@ class Generator:
             parts["assistant kv cache"] = strategy.assistant.memory_estimate(
                 batch, padded, 1, opts.max_new_tokens + strategy.draft_tokens)["kv cache"]
         if strategy.output_scores:
-            parts["scores"] = opts.max_new_tokens * batch * strategy.group * self.vocab_size * 4
+            slots = opts.max_new_tokens + (strategy.draft_tokens + 1 if strategy.draft_tokens else 0)
+            parts["scores"] = slots * batch * strategy.group * self.vocab_size * 4
         return parts
 
     def _check_assistant(self, assistant):
@@ -423,10 +427,13 @@ class Generator:
             raise GenerationArgumentError(
                 f"assistant_model {assistant.path} has a vocabulary of {assistant.vocab_size} tokens and this model "
                 f"{self.vocab_size}; the assistant must share the model's vocabulary")
+        if assistant in self._assistants:
+            return
         if (self.tokenizer is not None and assistant.tokenizer is not None
                 and self.tokenizer.get_vocab() != assistant.tokenizer.get_vocab()):
             raise GenerationArgumentError(f"assistant_model {assistant.path} has another tokenizer than {self.path}; "
                                           f"the assistant must share the model's vocabulary, token for token")
+        self._assistants.add(assistant)  # checked once: comparing 50k-entry vocabularies is not free
 
     def _plan(self, opts, batch, width, longest, bucket=True):
         """Check a call before anything compiles and choose its program: the one preparation

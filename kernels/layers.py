@@ -31,9 +31,9 @@ def _padded_rows(count):
     """The row count a streamed product runs at: Eigen's kernel @ x^T is much slower for some
     column counts than for a larger one (3072x768 fp32, 12 kernels in a loop, ms per product:
     1 row 0.45; 2-4 0.60; 5-7 0.91-0.94 but 8 0.74; 9-13 3.05-3.20 but 16 1.20; 20 1.54), so
-    counts above 4 are padded with zero rows to a multiple of 8 (multi-token steps feed K + 1
-    rows, beams and batches any number)."""
-    return count if count <= 4 else -(-count // 8) * 8
+    counts of 5-15 are padded with zero rows to 8 or 16 (multi-token steps feed K + 1 rows,
+    beams and batches any number). Larger counts, prefills included, are left as they are."""
+    return count if count <= 4 or count >= 16 else -(-count // 8) * 8
 
 
 def _product(rows, kernel):

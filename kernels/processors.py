@@ -40,8 +40,9 @@ def _ban(logits, tokens, hit):
 
 
 def per_row(x):
-    """A scalar or a per-row [R] value as [1, 1] or [R, 1], to broadcast against [R, ...]:
-    the decode loops give one step for all rows, multi-token steps one per row."""
+    """A scalar or a per-row [R] value (any dtype; R the rows of the logits, B*G) as [1, 1] or
+    [R, 1], to broadcast against [R, ...]: the decode loops give one step for all rows,
+    multi-token steps one per row."""
     return tf.reshape(x, [-1, 1])
 
 

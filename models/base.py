@@ -222,7 +222,7 @@ class DecoderLM(CachedLM):
 
         Rows may hold different numbers of generated positions (they accepted different numbers
         of draft tokens); the state's layout.step is neither read nor moved, and the cache needs
-        room for filled + T positions (prefill's max_new_tokens counts the extra T - 1).
+        room for filled + T positions (decode.generate's prefill asks for N + K, K = T - 1).
         Args:
           tokens: [B, G, T] int32.  state: as returned by prefill or extend.
           filled: [B, G] int32, generated positions each row holds; its tokens take the next T.

@@ -224,3 +224,15 @@ def test_assistants_that_cannot_draft_are_refused(tiny, kwargs, words):
     kwargs = dict(kwargs, assistant_model=given[kwargs["assistant_model"]])
     with pytest.raises(GenerationArgumentError, match=words):
         tiny.generate([[5, 6, 7]], max_new_tokens=4, **kwargs)
+
+
+def test_a_keyword_assistant_wins_over_the_checkpoints_prompt_lookup_and_export_refuses_it(tiny, tmp_path):
+    original = tiny.generation_config
+    try:
+        tiny.generation_config = dict(original or {}, prompt_lookup_num_tokens=3)
+        strategy = tiny.decode_call([[5, 6, 7]], max_new_tokens=4, assistant_model=tiny).plan.strategy
+    finally:
+        tiny.generation_config = original
+    assert strategy.kind == "assisted"
+    with pytest.raises(GenerationArgumentError, match="assistant_model"):
+        tiny.export(str(tmp_path / "out"), prompt_length=4, max_new_tokens=4, assistant_model=tiny)
