@@ -1,6 +1,7 @@
 """The `xlagen` command line.
 
-    xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT] [--eager] PROMPT...
+    xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT]
+                    [--assistant-model PATH] [--eager] PROMPT...
     xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
     xlagen batch [--model PATH] --input FILE --output FILE [--batch-size B] [--on-error stop|skip] [--quiet]
                  [--runner DirectRunner [Beam options...]] [generation options...]
@@ -25,7 +26,7 @@ OPTIONS = [("min-new-tokens", int), ("temperature", float), ("top-k", int), ("to
            ("num-return-sequences", int), ("length-penalty", float), ("repetition-penalty", float),
            ("no-repeat-ngram-size", int), ("seed", int), ("typical-p", float), ("epsilon-cutoff", float),
            ("eta-cutoff", float), ("penalty-alpha", float), ("prompt-lookup-num-tokens", int),
-           ("max-matching-ngram-size", int)]
+           ("max-matching-ngram-size", int), ("num-assistant-tokens", int)]
 
 
 def _add_options(parser):
@@ -84,6 +85,9 @@ def _parser():
     gen = sub.add_parser("generate", help="print a completion for each prompt")
     gen.add_argument("prompts", nargs="+", metavar="PROMPT")
     _add_options(gen)
+    gen.add_argument("--assistant-model", metavar="PATH", default=None,
+                     help="a small checkpoint (folder or Hub id) with the model's vocabulary that drafts tokens for "
+                          "the model to check (assisted decoding; --num-assistant-tokens per step, default 3)")
     gen.add_argument("--eager", action="store_true",
                      help="run the decode functions op by op without XLA (jit_compile=False): slow, for debugging")
     export = sub.add_parser("export", help="write the whole generate program as a SavedModel (TF Serving ready)")
@@ -289,7 +293,11 @@ def _run(args):
                        **_options(args, gen.tokenizer))
             print(f"wrote {args.out}: serving_default takes input_ids, attention_mask [batch, {args.prompt_length}] int32")
             return 0
-        texts = gen.generate_text(args.prompts, jit_compile=not args.eager, **_options(args, gen.tokenizer))
+        options = _options(args, gen.tokenizer)
+        if args.assistant_model:
+            options["assistant_model"] = load(args.assistant_model, revision=args.revision, dtype=args.dtype,
+                                              quantize=args.quantize)
+        texts = gen.generate_text(args.prompts, jit_compile=not args.eager, **options)
     except XlagenError as e:
         print(f"xlagen: error: {e}", file=sys.stderr)
         return 2

@@ -98,8 +98,8 @@ def knob_tensors(opts, context_width, stop_arrays=()):
 class Strategy(NamedTuple):
     """The static choices of a program (a new program when they change).
 
-    kind: "greedy", "sample", "beam", "contrastive", "lookup" (greedy with prompt lookup drafts)
-      or "assisted" (greedy with an assistant model's drafts).
+    kind: "greedy", "sample", "beam", "contrastive", "lookup" (prompt lookup drafts, greedy or
+      sampled) or "assisted" (an assistant model's drafts, greedy or speculative sampling).
     group: G, rows decoded per prompt (num_return_sequences when sampling, num_beams in beam search,
       top_k in contrastive search: its candidates are the rows of the group).
     returns: sequences returned per prompt (num_return_sequences).
@@ -110,6 +110,7 @@ class Strategy(NamedTuple):
     draft_tokens: K, drafts per model step (kinds "lookup" and "assisted"; 0 otherwise).
     max_ngram: the longest n-gram prompt lookup matches (max_matching_ngram_size).
     assistant: the assistant's model (kind "assisted"; None otherwise), compared by identity.
+    do_sample: python bool, tokens are drawn (kind "sample", and "lookup" or "assisted" with do_sample).
     """
     kind: str = "greedy"
     group: int = 1
@@ -121,20 +122,21 @@ class Strategy(NamedTuple):
     draft_tokens: int = 0
     max_ngram: int = 0
     assistant: object = None
+    do_sample: bool = False
 
 
 def strategy_for(opts, stop_key=()):
     """The static part of a call's options (engine.options.Options) as a Strategy; stop_key:
     the stop-string tables' static key (engine.stop_strings), () without."""
-    kind = ("beam" if opts.num_beams > 1 else "sample" if opts.do_sample
-            else "contrastive" if opts.penalty_alpha > 0 else "lookup" if opts.prompt_lookup_num_tokens
-            else "assisted" if opts.assistant_model is not None else "greedy")
+    kind = ("beam" if opts.num_beams > 1 else "lookup" if opts.prompt_lookup_num_tokens
+            else "assisted" if opts.assistant_model is not None else "sample" if opts.do_sample
+            else "contrastive" if opts.penalty_alpha > 0 else "greedy")
     group = {"beam": opts.num_beams, "contrastive": opts.top_k}.get(kind, opts.num_return_sequences)
-    lookup = {"lookup": (opts.prompt_lookup_num_tokens, opts.max_matching_ngram_size),
-              "assisted": (opts.num_assistant_tokens, 0, getattr(opts.assistant_model, "model", None))}.get(kind, ())
+    drafts = {"lookup": (opts.prompt_lookup_num_tokens, opts.max_matching_ngram_size, None),
+              "assisted": (opts.num_assistant_tokens, 0, getattr(opts.assistant_model, "model", None))}
     return Strategy(kind, group, opts.num_return_sequences, opts.no_repeat_ngram_size,
                     eos_slots(opts.eos_token_ids), opts.output_scores, processing.controls_for(opts.controls, stop_key),
-                    *lookup)
+                    *drafts.get(kind, (0, 0, None)), do_sample=opts.do_sample)
 
 
 def stopped(history, length, knobs, strategy):

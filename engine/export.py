@@ -48,10 +48,11 @@ class ExportedDecoder(tf.Module):
         super().__init__(name="xlagen_decoder")
         self.model = model
         opts, strategy = plan.opts, plan.strategy
-        knob_names = [name for name, _ in SIGNATURE_KNOBS[strategy.kind]]
+        signature = SIGNATURE_KNOBS["sample" if strategy.do_sample else strategy.kind]
+        knob_names = [name for name, _ in signature]
         specs = [tf.TensorSpec([batch_size, prompt_length], tf.int32, name="input_ids"),
                  tf.TensorSpec([batch_size, prompt_length], tf.int32, name="attention_mask")]
-        specs += [tf.TensorSpec([], dtype, name=name) for name, dtype in SIGNATURE_KNOBS[strategy.kind]]
+        specs += [tf.TensorSpec([], dtype, name=name) for name, dtype in signature]
 
         def serve(input_ids, attention_mask, *values):
             given = dict(zip(knob_names, values))

@@ -146,7 +146,7 @@ class GenerateOutput(NamedTuple):
     accepted, drafted: [R, M] int32 with prompt_lookup_num_tokens or assistant_model (and
       output_scores=True, which gives this GenerateOutput), None otherwise: for each of
       the M model steps after the prompt's, how many draft tokens row r accepted and how many
-      it was offered (-1 once the row had ended). A step emits accepted + 1 tokens. Greedy
+      it was offered (-1 once the row had ended). A step emits accepted + 1 tokens. Tokens
       and scores as without drafts, except that scores and transition_scores hold 0 after a
       row's end.
     """
@@ -409,9 +409,9 @@ class Generator:
         parts = self.model.memory_estimate(batch, padded, strategy.group, opts.max_new_tokens + strategy.draft_tokens)
         if strategy.assistant is not None:
             parts["assistant kv cache"] = strategy.assistant.memory_estimate(
-                batch, padded, 1, opts.max_new_tokens + strategy.draft_tokens)["kv cache"]
-        if strategy.output_scores:
-            slots = opts.max_new_tokens + (strategy.draft_tokens + 1 if strategy.draft_tokens else 0)
+                batch, padded, strategy.group, opts.max_new_tokens + strategy.draft_tokens)["kv cache"]
+        if strategy.output_scores:  # multi-token steps keep a spare slot for the positions they drop
+            slots = opts.max_new_tokens + (1 if strategy.draft_tokens else 0)
             parts["scores"] = slots * batch * strategy.group * self.vocab_size * 4
         return parts
 
@@ -527,12 +527,14 @@ class Generator:
             do_sample, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
             num_beams, length_penalty, early_stopping, num_return_sequences, eos_token_id,
             pad_token_id, decoder_start_token_id, output_scores, penalty_alpha (contrastive search),
-            prompt_lookup_num_tokens and max_matching_ngram_size (greedy decoding that checks up to
-            K tokens copied from the row's own history per model step: the tokens of plain greedy,
-            in fewer steps when the output repeats its input; decoder-only models),
+            prompt_lookup_num_tokens and max_matching_ngram_size (decoding that checks up to K
+            tokens copied from the row's own history per model step: the tokens of plain greedy,
+            or samples from the same distribution, in fewer steps when the output repeats its
+            input; decoder-only models),
             assistant_model (another xlagen Generator with the same vocabulary, which drafts
-            num_assistant_tokens tokens (default 3) per model step for greedy decoding to check:
-            the tokens of plain greedy),
+            num_assistant_tokens tokens (default 3) per model step for the model to check:
+            greedy, the tokens of plain greedy; with do_sample, speculative sampling, whose
+            tokens are distributed as plain sampling's),
             bad_words_ids, sequence_bias, suppress_tokens, begin_suppress_tokens,
             forced_bos_token_id, forced_eos_token_id, typical_p, epsilon_cutoff, eta_cutoff,
             renormalize_logits, encoder_repetition_penalty, encoder_no_repeat_ngram_size,

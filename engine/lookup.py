@@ -1,27 +1,30 @@
-"""Prompt lookup decoding: greedy decoding that checks K draft tokens with each model step.
+"""Prompt lookup decoding, and the loop of multi-token steps it shares with assisted decoding.
 
 Each step drafts up to K tokens per row by copying what followed the earliest earlier
 occurrence of the row's last n tokens (kernels/drafts.py), feeds the row's last token and the
 K drafts through the model at once (model.extend: one read of the weights for K + 1
-positions), and chooses greedily at every fed position, as plain greedy decoding would have
-at that point: the processors see the history with the drafts before that position. The
-drafts up to the first one the model did not choose are accepted, plus the model's own
-choice after them, so a step emits between 1 and K + 1 tokens and the tokens are exactly
-those of plain greedy decoding (up to float ties).
+positions), and chooses at every fed position as plain decoding would have at that point:
+the processors see the history with the drafts before that position. The drafts up to the
+first one the model did not choose are accepted, plus the model's own choice after them, so
+a step emits between 1 and K + 1 tokens. Greedy, the tokens are exactly those of plain greedy
+decoding (up to float ties); sampling (transformers' rule for drafts without probabilities), the
+model draws at every position and a draft stays while it equals the draw, so every token is a
+draw from the model's own distribution. Drafts that come with the probabilities they were
+drawn from (an assistant model's) are checked by speculative sampling instead (kernels/drafts.py).
 
 Rows accept different numbers of drafts, so each keeps its own count of new tokens (`step`
 is [R]); the cache takes each row's tokens at the row's own positions (kernels/cache.py
 write_tokens), and a rejected draft's key is hidden by the attention mask until the next
 step writes over it. The cache has room for N + K positions.
 
-Shapes: B prompts (G = 1 row each, R = B rows), S prefix slots, N new tokens, K draft
-tokens, V vocabulary.
+Shapes: B prompts, G rows each (num_return_sequences when sampling), R = B*G rows, S prefix
+slots, N new tokens, K draft tokens, V vocabulary.
 """
 from typing import NamedTuple
 
 import tensorflow as tf
 
-from xlagen.kernels import cache, drafts, search
+from xlagen.kernels import cache, drafts, sampling, search
 from xlagen.kernels.shapes import dim
 
 from . import decode, processing
@@ -36,8 +39,9 @@ class LookupState(NamedTuple):
     steps: scalar int32, model steps run after the prefill.
     accepted: [R, N] int32, drafts accepted by row r at model step m (-1: the row had ended).
     drafted: [R, N] int32, drafts the row offered at model step m (-1: the row had ended).
-    transition: [R, N + K + 1] float32, each chosen token's processed score (with output_scores).
-    scores: [N + K + 1, R, V] float32, the scores token n was chosen from (with output_scores; else [0]).
+    transition: [R, N] float32, each chosen token's processed score (with output_scores).
+    scores: [N + 1, R, V] float32, the scores token n was chosen from, a spare last slot (with
+      output_scores; else [0]).
     model: the model's decoding state.
     draft: the drafter's state ({} for prompt lookup; the assistant model's decoding state).
     """
@@ -53,38 +57,63 @@ class LookupState(NamedTuple):
     draft: dict
 
 
-def write_at(buffer, values, start, count=None):
-    """buffer [R, L] with values[r, :count[r]] written at columns start[r].. (any dtype).
+def draw(state, j, strategy):
+    """The sampling stream (sampling.sample's step) of draw j in the state's next model step.
 
-    values: [R, T]; start: [R] int32; count: [R] int32 (None: all T). Rows write at their own
-    offsets, so this selects per column rather than slicing (the buffers are small)."""
-    width = values.shape[1]
-    offset = tf.range(buffer.shape[1])[None, :] - start[:, None]  # [R, L]
-    limit = width if count is None else count[:, None]
-    inside = tf.logical_and(offset >= 0, offset < limit)
-    taken = tf.gather(values, tf.clip_by_value(offset, 0, width - 1), batch_dims=1)
-    return tf.where(inside, taken, buffer)
+    Stream 0 is the prefill's token; model step m (state.steps) owns 2K + 2 streams: the
+    model's draw after each of its K + 1 fed positions (j = 0..K), the acceptance uniforms
+    (j = K + 1) and the assistant's K drafts (j = K + 2..2K + 1)."""
+    return 1 + state.steps * (2 * strategy.draft_tokens + 2) + j
+
+
+def pick(scores, knobs, strategy, stream):
+    """The token chosen from processed scores [R, V] float32: the argmax, or with do_sample a
+    draw of the stream's (sampling.sample). Returns [R] int32."""
+    if strategy.do_sample:
+        return sampling.sample(scores, knobs.seed, stream)
+    return tf.argmax(decode._ranked(scores, strategy), axis=-1, output_type=tf.int32)
+
+
+def position_scores(logits, history, length, step, knobs, strategy, prepared):
+    """The processed scores after each of T fed positions, as plain decoding would have them.
+
+    Args:
+      logits: [R, T, V] float32, after the row's last token then after each draft.
+      history: [R, L] int32, the row's tokens with the drafts written after its last one
+        (NO_TOKEN past them); length: [R] int32, the row's filled slots before the drafts;
+        step: [R] int32, its new tokens so far.
+    Returns:
+      [R, T, V] float32: position t sees the history up to its own slot.
+    """
+    columns = tf.range(history.shape[1])[None, :]
+    out = []
+    for t in range(logits.shape[1]):
+        seen = tf.where(columns < (length + t)[:, None], history, search.NO_TOKEN)
+        out.append(processing.scores(logits[:, t], seen, length + t, step + t, knobs, strategy, prepared,
+                                     strategy.group))
+    return tf.stack(out, axis=1)
 
 
 def prompt_lookup_search(model, logits, model_state, history, attention_mask, max_new_tokens, knobs, strategy,
                          prepared):
-    """Greedy decoding with prompt lookup drafts, G = 1. See decode.generate and the module docstring.
+    """Decoding with prompt lookup drafts. See decode.generate and the module docstring.
 
     Args:
       history: [B, S] int32, the prefix as the processors see it.  attention_mask: [B, S] int32
         (drafts never match across its padding).
-      strategy: decode.Strategy of kind "lookup" (draft_tokens K, max_ngram).
+      strategy: decode.Strategy of kind "lookup" (draft_tokens K, max_ngram; G rows per prompt).
     Returns:
-      (tokens [B, N] int32, {"scores", "transition_scores", "steps", "accepted", "drafted"}).
+      (tokens [B*G, N] int32, {"scores", "transition_scores", "steps", "accepted", "drafted"}).
     """
     rows, prompt_len = dim(history, 0), history.shape[1]
     width = prompt_len + max_new_tokens + strategy.draft_tokens
     matchable = tf.concat([tf.cast(attention_mask, tf.bool), tf.ones([rows, width - prompt_len], tf.bool)], 1)
+    matchable = tf.repeat(matchable, strategy.group, axis=0)
 
-    def propose(state):
-        proposed, count = drafts.prompt_lookup(tf.where(matchable, state.history, search.NO_TOKEN),
-                                               prompt_len + state.step, strategy.draft_tokens, strategy.max_ngram)
-        return proposed, count, state.draft
+    def propose(state, length):
+        proposed, count = drafts.prompt_lookup(tf.where(matchable, state.history, search.NO_TOKEN), length,
+                                               strategy.draft_tokens, strategy.max_ngram)
+        return proposed, count, None, state.draft
 
     return draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared,
                             propose, {})
@@ -92,91 +121,102 @@ def prompt_lookup_search(model, logits, model_state, history, attention_mask, ma
 
 def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared, propose,
                      draft_state):
-    """The greedy loop of multi-token steps, whoever drafts (the module docstring), G = 1.
+    """The loop of multi-token steps, whoever drafts (the module docstring).
 
     Args:
-      model, logits, model_state: the model and what its prefill returned (logits [B, V]).
+      model, logits, model_state: the model and what its prefill returned (logits [B, V], the
+        state for B * G rows).
       history: [B, S] int32, the prefix as the processors see it.
-      max_new_tokens: python int N.  knobs: decode.Knobs.  strategy: decode.Strategy (draft_tokens K).
+      max_new_tokens: python int N.  knobs: decode.Knobs.  strategy: decode.Strategy (draft_tokens K,
+        group G: num_return_sequences when sampling).
       prepared: processing.Prepared.
-      propose: function(LookupState) -> (drafts [R, K] int32, count [R] int32 valid drafts,
-        the drafter's new state); called once per model step, with state.step >= 1.
+      propose: function(LookupState, length [R] int32 filled slots) -> (drafts [R, K] int32,
+        count [R] int32 valid drafts, q: [R, K, V] float32 the probabilities the drafts were
+        drawn from (speculative sampling) or None, the drafter's new state); called once per
+        model step, with state.step >= 1.
       draft_state: the drafter's state (a nest of tensors, {} for none), kept in LookupState.draft.
     Returns:
-      (tokens [B, N] int32, {"scores", "transition_scores", "steps", "accepted", "drafted"}).
+      (tokens [B*G, N] int32, {"scores", "transition_scores", "steps", "accepted", "drafted"}).
     """
-    rows, prompt_len, vocab = dim(history, 0), history.shape[1], logits.shape[-1]
-    k = strategy.draft_tokens
-    width = prompt_len + max_new_tokens + k
-    columns = tf.range(width)[None, :]
+    group, prompt_len, vocab = strategy.group, history.shape[1], logits.shape[-1]
+    history, logits = tf.repeat(history, group, axis=0), tf.repeat(logits, group, axis=0)
+    rows, k = dim(history, 0), strategy.draft_tokens
 
-    def choose(logits, state, proposed):
-        """The greedy choice after each of the T fed positions ([R, T, V] logits; proposed
-        [R, T - 1], the drafts fed after the row's last token), and the state with their scores
-        written (output_scores)."""
-        length = prompt_len + state.step
-        ahead = write_at(state.history, proposed, length) if proposed is not None else state.history
-        chosen, transition, scores = [], state.transition, state.scores
-        for t in range(logits.shape[1]):
-            seen = tf.where(columns < (length + t)[:, None], ahead, search.NO_TOKEN)
-            s = processing.scores(logits[:, t], seen, length + t, state.step + t, knobs, strategy, prepared, 1)
-            token = tf.argmax(decode._ranked(s, strategy), axis=-1, output_type=tf.int32)
-            chosen.append(token)
-            if strategy.output_scores:
-                at = state.step + t
-                transition = write_at(transition, tf.gather(s, token, batch_dims=1)[:, None], at)
-                scores = tf.tensor_scatter_nd_update(scores, tf.stack([at, tf.range(rows)], -1), s)
-        return tf.stack(chosen, axis=1), state._replace(transition=transition, scores=scores)
+    def running(state):
+        return tf.logical_and(tf.logical_not(state.done), state.step < max_new_tokens)
 
-    def emit(state, chosen, count):
-        """Write chosen[r, :count[r]] (up to and including an EOS) and move each row on."""
-        active = tf.logical_and(tf.logical_not(state.done), state.step < max_new_tokens)
+    def record(state, scores, chosen, count):
+        """Write the first count[r] positions' scores [R, T, V] and their chosen tokens' scores."""
+        transition = cache.write_at(state.transition, tf.gather(scores, chosen[:, :, None], batch_dims=2)[:, :, 0],
+                                    state.step, count)
+        # Positions past a row's count go to the spare last slot, which is never returned.
+        at = state.step[:, None] + tf.range(scores.shape[1])
+        at = tf.where(tf.range(scores.shape[1])[None, :] < count[:, None], at, max_new_tokens)  # [R, T]
+        index = tf.stack([at, tf.broadcast_to(tf.range(rows)[:, None], tf.shape(at))], -1)  # [R, T, 2]
+        scores = tf.tensor_scatter_nd_update(state.scores, tf.reshape(index, [-1, 2]), tf.reshape(scores, [-1, vocab]))
+        return state._replace(transition=transition, scores=scores)
+
+    def emit(state, chosen, count, scores):
+        """Write chosen[r, :count[r]] (up to and including an EOS) and move each row on; with
+        output_scores also the scores [R, T, V] they were chosen from."""
+        active = running(state)
         eos = tf.logical_and(search.is_any_of(chosen, knobs.eos_ids), tf.range(chosen.shape[1]) < count[:, None])
         ends = tf.reduce_any(eos, axis=-1)
         count = tf.where(ends, tf.argmax(tf.cast(eos, tf.int32), axis=-1, output_type=tf.int32) + 1, count)
         count = tf.where(active, count, 0)
-        history = write_at(state.history, chosen, prompt_len + state.step, count)
+        state = record(state, scores, chosen, count) if strategy.output_scores else state
+        history = cache.write_at(state.history, chosen, prompt_len + state.step, count)
         return state._replace(step=state.step + count, history=history,
                               done=tf.logical_or(state.done, tf.logical_and(active, ends)))
 
     history = tf.concat([history, tf.fill([rows, max_new_tokens + k], search.NO_TOKEN)], 1)
     none = tf.fill([rows, max_new_tokens], -1)
-    slots = max_new_tokens + k + 1 if strategy.output_scores else 0
+    scored = strategy.output_scores
     state = LookupState(step=tf.zeros([rows], tf.int32), history=history, done=tf.zeros([rows], tf.bool),
                         steps=tf.constant(0), accepted=none, drafted=none,
-                        transition=tf.zeros([rows, slots]),
-                        scores=tf.zeros([slots, rows, vocab] if strategy.output_scores else [0]), model=model_state,
+                        transition=tf.zeros([rows, max_new_tokens if scored else 0]),
+                        scores=tf.zeros([max_new_tokens + 1, rows, vocab] if scored else [0]), model=model_state,
                         draft=draft_state)
-    chosen, state = choose(logits[:, None], state, None)
-    state = emit(state, chosen, tf.ones([rows], tf.int32))
+    first = position_scores(logits[:, None], state.history, prompt_len + state.step, state.step, knobs, strategy,
+                            prepared)
+    chosen = pick(first[:, 0], knobs, strategy, 0)[:, None]
+    state = emit(state, chosen, tf.ones([rows], tf.int32), first)
 
     def cond(state):
-        return tf.reduce_any(tf.logical_and(tf.logical_not(state.done), state.step < max_new_tokens))
+        return tf.reduce_any(running(state))
 
     def body(state):
-        active = tf.logical_and(tf.logical_not(state.done), state.step < max_new_tokens)
+        active = running(state)
         length = prompt_len + state.step
-        proposed, count, draft_state = propose(state)
+        proposed, count, q, draft_state = propose(state, length)
         state = state._replace(draft=draft_state)
         # No draft past the last new token; a row that has ended offers none.
         count = tf.where(active, tf.minimum(count, max_new_tokens - state.step - 1), 0)
         last = tf.gather(state.history, length - 1, batch_dims=1)
         fed = tf.concat([last[:, None], proposed], axis=1)  # [R, K + 1]
-        logits, model_state = model.extend(fed[:, None], state.model, (state.step - 1)[:, None])
-        chosen, state = choose(logits[:, 0], state._replace(model=model_state), proposed)
-        taken = drafts.accepted(proposed, count, chosen)
-        state = state._replace(
-            accepted=cache.write_columns(state.accepted, tf.where(active, taken, -1)[:, None], state.steps),
-            drafted=cache.write_columns(state.drafted, tf.where(active, count, -1)[:, None], state.steps))
-        return (emit(state, chosen, taken + 1)._replace(steps=state.steps + 1),)
+        logits, model_state = model.extend(decode._grouped(fed, group), state.model,
+                                           decode._grouped(state.step - 1, group))
+        scores = position_scores(decode._flat(logits), cache.write_at(state.history, proposed, length), length,
+                                 state.step, knobs, strategy, prepared)  # [R, K + 1, V]
+        if q is not None:  # speculative sampling
+            uniform = sampling.uniform(tf.shape(proposed), knobs.seed, draw(state, k + 1, strategy))
+            chosen, taken = drafts.speculative(proposed, count, tf.nn.softmax(scores), q, uniform, knobs.seed,
+                                               draw(state, 0, strategy))
+        else:  # the choice after each position, as plain decoding would make it there
+            chosen = tf.stack([pick(scores[:, t], knobs, strategy, draw(state, t, strategy)) for t in range(k + 1)],
+                              axis=1)
+            taken = drafts.accepted(proposed, count, chosen)
+        moved = emit(state._replace(model=model_state), chosen, taken + 1, scores)
+        # Drafts the row kept: all it emitted but the model's own last token (none past an EOS).
+        kept = tf.where(active, moved.step - state.step - 1, -1)
+        return (moved._replace(accepted=cache.write_columns(state.accepted, kept[:, None], state.steps),
+                               drafted=cache.write_columns(state.drafted, tf.where(active, count, -1)[:, None],
+                                                           state.steps),
+                               steps=state.steps + 1),)
 
     state = tf.while_loop(cond, body, (state,), maximum_iterations=max_new_tokens)[0]
     tokens = state.history[:, prompt_len:prompt_len + max_new_tokens]
     tokens = tf.where(tokens == search.NO_TOKEN, knobs.pad_id, tokens)
-    scores, transition = state.scores, state.transition
-    if strategy.output_scores:  # only each row's own tokens: later slots held rejected drafts' scores
-        own = tf.range(slots)[None, :] < state.step[:, None]  # [R, N + K + 1]
-        transition = tf.where(own, transition, 0.0)[:, :max_new_tokens]
-        scores = tf.where(tf.transpose(own)[:, :, None], scores, 0.0)[:max_new_tokens]
-    return tokens, {"scores": scores, "transition_scores": transition, "steps": tf.reduce_max(state.step),
+    scores = state.scores[:max_new_tokens] if scored else state.scores
+    return tokens, {"scores": scores, "transition_scores": state.transition, "steps": tf.reduce_max(state.step),
                     "accepted": state.accepted, "drafted": state.drafted}

@@ -274,21 +274,22 @@ def checkpoint_defaults(generation_config, model_config):
 ASSISTANT_TOKENS = 3
 
 
-def _drafts(merged, kwargs, multi_token, *, do_sample, beams, contrastive, stop, custom):
+def _drafts(merged, kwargs, multi_token, *, beams, contrastive, stop, custom):
     """The multi-token step options, checked: {Options field: value}: prompt_lookup_num_tokens
     and max_matching_ngram_size (engine/lookup.py), or assistant_model and num_assistant_tokens
     (engine/assisted.py).
 
-    Both run greedy decoding. Given as a keyword, a combination they cannot run is refused;
-    prompt lookup set by the checkpoint's generation_config is then left off (greedy tokens
-    are plain greedy decoding's either way)."""
+    Both run greedy decoding or sampling (engine/lookup.py). Given as a keyword, a combination
+    they cannot run is refused; prompt lookup set by the checkpoint's generation_config is then
+    left off (the tokens are plain decoding's either way: the same greedy tokens, samples from
+    the same distribution)."""
     k, assistant = merged["prompt_lookup_num_tokens"], merged["assistant_model"]
     if assistant is not None and "prompt_lookup_num_tokens" not in kwargs:
         k = None  # the checkpoint's prompt lookup gives way to an assistant given to this call
     if k is None and assistant is None:
         return {}
     name = "prompt_lookup_num_tokens" if assistant is None else "assistant_model"
-    conflicts = [what for what, on in (("do_sample=True", do_sample), ("num_beams > 1", beams > 1),
+    conflicts = [what for what, on in (("num_beams > 1", beams > 1),
                                        ("penalty_alpha (contrastive search)", contrastive),
                                        ("stop_strings", bool(stop)), ("logits_processor", bool(custom)))
                  if on]
@@ -299,7 +300,8 @@ def _drafts(merged, kwargs, multi_token, *, do_sample, beams, contrastive, stop,
     if conflicts:
         if name in kwargs:
             raise GenerationArgumentError(
-                f"{name} runs greedy decoding with draft tokens, and cannot run with {', '.join(conflicts)}; "
+                f"{name} runs greedy decoding or sampling with draft tokens, and cannot run with "
+                f"{', '.join(conflicts)}; "
                 f"drop {name} or those options")
         return {}
     if assistant is not None:
@@ -429,8 +431,8 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, mul
         exponential_decay_length_penalty=_decay(merged["exponential_decay_length_penalty"]),
         stop_strings=() if stop is None else check_stop_strings(stop),
         logits_processor=_processors(merged["logits_processor"]), **warpers)
-    lookup = _drafts(merged, kwargs, multi_token, do_sample=do_sample, beams=beams, contrastive=alpha > 0,
-                            stop=controls["stop_strings"], custom=controls["logits_processor"])
+    lookup = _drafts(merged, kwargs, multi_token, beams=beams, contrastive=alpha > 0 and not do_sample,
+                     stop=controls["stop_strings"], custom=controls["logits_processor"])
     multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     memory_limit = merged["memory_limit"]
     if memory_limit is not None:

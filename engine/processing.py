@@ -275,7 +275,7 @@ def scores(logits, history, length, step, knobs, strategy, prepared, group):
         logits = search.suppress(logits, c.begin_suppress_ids, tf.equal(context, c.begin_index))
     for f in controls.custom:
         logits = _check_custom(f, logits, f(logits, history, step))
-    if strategy.kind == "sample":
+    if strategy.do_sample:
         logits = sampling.temperature(logits, knobs.temperature)
         logits = sampling.top_k(logits, knobs.top_k)
         logits = sampling.top_p(logits, knobs.top_p)

@@ -143,3 +143,17 @@ def write_rows(buffer, update, index):
     """Write `update` [T, ...] into `buffer` [L, ...] at rows index..index+T-1 (any dtype)."""
     zeros = [tf.constant(0, tf.int32)] * (buffer.shape.rank - 1)
     return update_slice(buffer, update, tf.stack([tf.cast(index, tf.int32)] + zeros))
+
+
+def write_at(buffer, values, start, count=None):
+    """buffer [R, L] with values[r, :count[r]] written at columns start[r].. (any dtype).
+
+    values: [R, T]; start: [R] int32; count: [R] int32 (None: all T). Rows write at their own
+    offsets (multi-token steps), so this selects per column rather than slicing: the buffers it
+    serves (token histories, per-token scores) are small."""
+    width = values.shape[1]
+    offset = tf.range(buffer.shape[1])[None, :] - start[:, None]  # [R, L]
+    limit = width if count is None else count[:, None]
+    inside = tf.logical_and(offset >= 0, offset < limit)
+    taken = tf.gather(values, tf.clip_by_value(offset, 0, width - 1), batch_dims=1)
+    return tf.where(inside, taken, buffer)

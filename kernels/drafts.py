@@ -1,4 +1,5 @@
-"""Draft tokens for multi-token steps, and how many of them the model confirms.
+"""Draft tokens for multi-token steps, and how many of them the model keeps (greedy: the ones it
+would have chosen; sampling with a draft model's probabilities: speculative sampling).
 
 A multi-token step feeds a row's last token and K draft tokens at once; the model's choice
 after each fed position says whether the next draft was right. Drafts cost no model read when
@@ -10,6 +11,7 @@ Shapes: R rows, L history slots, K draft tokens.
 import tensorflow as tf
 
 from .processors import last_tokens, ngram_windows
+from .sampling import sample
 from .search import NO_TOKEN
 from .shapes import dim
 
@@ -57,3 +59,36 @@ def accepted(drafts, count, chosen):
     k = drafts.shape[1]
     good = tf.logical_and(tf.equal(drafts, chosen[:, :k]), tf.range(k) < count[:, None])
     return tf.reduce_sum(tf.math.cumprod(tf.cast(good, tf.int32), axis=-1), axis=-1)
+
+
+def speculative(drafts, count, target, proposal, uniform, seed, stream):
+    """Speculative sampling's acceptance (Leviathan et al., 2023; Chen et al., 2023; transformers'
+    _speculative_sampling), row by row: draft k stays with probability min(1, p(x) / q(x)) while
+    every draft before it stayed; the token after the kept drafts is drawn from
+    normalise(max(p - q, 0)) where a draft was turned down, from p where all valid drafts stayed.
+    Each emitted token is then distributed as a sample from p alone.
+
+    Args:
+      drafts: [R, K] int32, drawn from `proposal`; count: [R] int32 valid drafts.
+      target: [R, K + 1, V] float32 probabilities p (the model's, after each fed position).
+      proposal: [R, K, V] float32 probabilities q the drafts were drawn from.
+      uniform: [R, K] float32 in (0, 1).  seed: [2] int32; stream: scalar int32, the
+        sampling.sample step of the draw after the kept drafts.
+    Returns:
+      (chosen [R, K + 1] int32: the kept drafts, then the drawn token, 0 after it;
+       kept [R] int32 in [0, count]).
+    """
+    k = drafts.shape[1]
+    p = tf.gather(target[:, :k], drafts[:, :, None], batch_dims=2)[:, :, 0]  # [R, K]
+    q = tf.gather(proposal, drafts[:, :, None], batch_dims=2)[:, :, 0]
+    good = tf.logical_and(tf.logical_and(uniform * q <= p, p > 0), tf.range(k) < count[:, None])
+    kept = tf.reduce_sum(tf.math.cumprod(tf.cast(good, tf.int32), axis=-1), axis=-1)
+    after = tf.gather(target, kept, batch_dims=1)  # [R, V]
+    residual = tf.maximum(after - tf.gather(proposal, tf.minimum(kept, k - 1), batch_dims=1), 0.0)
+    turned_down = tf.logical_and(kept < count, tf.reduce_sum(residual, axis=-1) > 0)
+    weights = tf.where(turned_down[:, None], residual, after)
+    drawn = sample(tf.math.log(weights), seed, stream)
+    position = tf.range(k + 1)[None, :]
+    padded = tf.pad(drafts, [[0, 0], [0, 1]])
+    chosen = tf.where(position < kept[:, None], padded, tf.where(position == kept[:, None], drawn[:, None], 0))
+    return chosen, kept

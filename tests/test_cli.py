@@ -12,3 +12,15 @@ def test_missing_model_is_one_line_error(capsys, tmp_path):
     assert main(["generate", "--model", str(tmp_path / "absent"), "x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("xlagen: error:") and "does not exist" in err and "\n" not in err
+
+
+def test_assistant_model_flag_drafts_for_the_model(capsys):
+    """--assistant-model loads a second checkpoint that drafts; greedy text is plain greedy's."""
+    common = ["generate", "--eager", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "6"]
+    assert main(common + ["The for"]) == 0
+    plain = capsys.readouterr().out
+    assert main(common + ["--assistant-model", fixture_path("gpt2-variant"), "--num-assistant-tokens", "2",
+                          "The for"]) == 0
+    assert capsys.readouterr().out == plain
+    assert main(common + ["--assistant-model", fixture_path("opt-tiny"), "The for"]) == 2
+    assert "vocabulary" in capsys.readouterr().err

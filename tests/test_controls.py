@@ -328,7 +328,7 @@ def _pipeline(controls, logits, context_width, step, max_new_tokens=NEW, eos=(),
                             repetition_penalty=tf.constant(1.0), eos_ids=_ids(list(eos)), min_new_tokens=tf.constant(0),
                             temperature=tf.constant(1.0), top_k=tf.constant(0), top_p=tf.constant(1.0, tf.float64),
                             min_p=tf.constant(0.0))
-    strategy = SimpleNamespace(kind="greedy", group=1, no_repeat_ngram_size=0, controls=controls)
+    strategy = SimpleNamespace(kind="greedy", do_sample=False, group=1, no_repeat_ngram_size=0, controls=controls)
     prepared = processing.prepare(history, controls, max_new_tokens, logits.shape[-1])
     return processing.scores(logits, history, tf.constant(history.shape[1]), tf.constant(step), knobs, strategy,
                              prepared, 1)

@@ -135,7 +135,6 @@ def test_eager_path_gives_the_compiled_tokens(tiny):
 
 
 @pytest.mark.parametrize("kwargs,words", [
-    (dict(do_sample=True), "do_sample=True"),
     (dict(num_beams=2), "num_beams > 1"),
     (dict(penalty_alpha=0.5, top_k=3), "contrastive"),
     (dict(stop_strings=["x"]), "stop_strings"),
@@ -157,17 +156,19 @@ def test_bad_values_and_encoder_decoders_are_refused(tiny):
 
 
 def test_a_checkpoint_default_it_cannot_run_is_left_off(tiny):
-    """transformers applies generation_config's prompt_lookup_num_tokens; with sampling it
-    would run assisted sampling, which xlagen leaves to plain sampling (same distribution)."""
+    """transformers applies generation_config's prompt_lookup_num_tokens; beam search cannot
+    check drafts, so xlagen leaves it to plain beam search, and sampling checks them."""
     original = tiny.generation_config
     try:
         tiny.generation_config = dict(original or {}, prompt_lookup_num_tokens=3)
         greedy = tiny.decode_call([[5, 6, 7]], max_new_tokens=4)
         sampled = tiny.decode_call([[5, 6, 7]], max_new_tokens=4, do_sample=True)
+        beams = tiny.decode_call([[5, 6, 7]], max_new_tokens=4, num_beams=2)
     finally:
         tiny.generation_config = original
     assert greedy.plan.strategy.kind == "lookup" and greedy.plan.strategy.draft_tokens == 3
-    assert sampled.plan.strategy.kind == "sample"
+    assert sampled.plan.strategy.kind == "lookup" and sampled.plan.strategy.do_sample
+    assert beams.plan.strategy.kind == "beam"
 
 
 # -- assisted decoding: the same loop, drafts from another model ------------------------------
@@ -215,7 +216,7 @@ def test_assistant_programs_are_kept_per_assistant(tiny):
     (dict(assistant_model="gpt2"), "must be an xlagen Generator"),
     (dict(assistant_model="t5"), "encoder-decoder"),
     (dict(assistant_model="opt"), "vocabulary"),
-    (dict(assistant_model="self", do_sample=True), "do_sample=True"),
+    (dict(assistant_model="self", num_beams=3), "num_beams > 1"),
     (dict(assistant_model="self", prompt_lookup_num_tokens=2), "one drafter at a time"),
     (dict(assistant_model="self", num_assistant_tokens=0), "num_assistant_tokens"),
 ])

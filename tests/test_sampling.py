@@ -43,7 +43,7 @@ CASES = {
     "chain": lambda x, h: processing.scores(
         x, h, tf.constant(h.shape[1]), tf.constant(5),
         _knobs(repetition_penalty=1.2, temperature=0.8, top_k=20, top_p=0.9, min_p=0.05),
-        decode.Strategy("sample", no_repeat_ngram_size=2), processing.Prepared(last_step=11), 1),
+        decode.Strategy("sample", no_repeat_ngram_size=2, do_sample=True), processing.Prepared(last_step=11), 1),
 }
 
 
