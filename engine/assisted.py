@@ -21,6 +21,7 @@ tokens, V vocabulary (the same for both models).
 import tensorflow as tf
 
 from xlagen.kernels import cache
+from xlagen.kernels.shapes import dim
 
 from . import decode, lookup, processing
 
@@ -55,17 +56,32 @@ def assisted_search(model, assistant, logits, model_state, history, input_ids, a
         logits, draft = extend(tf.stack([tf.where(two, before, last), last], axis=1), state.draft,
                                tf.where(two, state.step - 2, 0))
         logits = tf.where(two[:, None], logits[:, 1], logits[:, 0])  # after the row's last token
-        history, tokens, probs = state.history, [], []
-        for i in range(k):  # the assistant's own continuation, processed as the model's will be
-            if i:
-                logits, draft = extend(tokens[-1][:, None], draft, state.step + i - 1)
-                logits = logits[:, 0]
+
+        def choose(i, logits, history):
+            """Draft i from the assistant's logits [R, V] after the history: (token [R], its
+            processed scores [R, V], the history with it written)."""
             scores = processing.scores(logits, history, length + i, state.step + i, knobs, strategy, prepared, group)
-            tokens.append(lookup.pick(scores, knobs, strategy, lookup.draw(state, k + 2 + i, strategy)))
-            history = cache.write_at(history, tokens[-1][:, None], length + i)
-            probs.append(tf.nn.softmax(scores))
-        q = tf.stack(probs, axis=1) if strategy.do_sample else None
-        return tf.stack(tokens, axis=1), tf.fill(tf.shape(state.step), k), q, draft
+            token = lookup.pick(scores, knobs, strategy, lookup.draw(state, 2 + i, strategy))
+            return token, scores, cache.write_at(history, token[:, None], length + i)
+
+        def keep(q, scores, i):
+            """q [R, K, V] with draft i's probabilities written (sampling; else the empty q)."""
+            if not strategy.do_sample:
+                return q
+            return cache.update_slice(q, tf.nn.softmax(scores)[:, None], tf.stack([0, i, 0]))
+
+        token, scores, history = choose(0, logits, state.history)
+        tokens = cache.write_columns(tf.zeros_like(state.history[:, :k]), token[:, None], 0)
+        q = keep(tf.zeros([dim(scores, 0), k, scores.shape[-1]] if strategy.do_sample else [0]), scores, 0)
+
+        def more(i, token, history, tokens, q, draft):
+            """Drafts 1..K-1, a loop rather than unrolled: the program holds one assistant step."""
+            logits, draft = extend(token[:, None], draft, state.step + i - 1)
+            token, scores, history = choose(i, logits[:, 0], history)
+            return i + 1, token, history, cache.write_columns(tokens, token[:, None], i), keep(q, scores, i), draft
+
+        _, _, _, tokens, q, draft = tf.while_loop(lambda i, *_: i < k, more, (1, token, history, tokens, q, draft))
+        return tokens, tf.fill(tf.shape(state.step), k), q if strategy.do_sample else None, draft
 
     return lookup.draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared,
                                    propose, draft_state)

@@ -60,10 +60,10 @@ class LookupState(NamedTuple):
 def draw(state, j, strategy):
     """The sampling stream (sampling.sample's step) of draw j in the state's next model step.
 
-    Stream 0 is the prefill's token; model step m (state.steps) owns 2K + 2 streams: the
-    model's draw after each of its K + 1 fed positions (j = 0..K), the acceptance uniforms
-    (j = K + 1) and the assistant's K drafts (j = K + 2..2K + 1)."""
-    return 1 + state.steps * (2 * strategy.draft_tokens + 2) + j
+    Stream 0 is the prefill's token; model step m (state.steps) owns K + 2 streams: the
+    model's draws at its K + 1 fed positions (j = 0, one [R * (K + 1), V] draw), the acceptance
+    uniforms (j = 1) and the assistant's K drafts (j = 2..K + 1)."""
+    return 1 + state.steps * (strategy.draft_tokens + 2) + j
 
 
 def pick(scores, knobs, strategy, stream):
@@ -85,13 +85,15 @@ def position_scores(logits, history, length, step, knobs, strategy, prepared):
     Returns:
       [R, T, V] float32: position t sees the history up to its own slot.
     """
-    columns = tf.range(history.shape[1])[None, :]
-    out = []
-    for t in range(logits.shape[1]):
-        seen = tf.where(columns < (length + t)[:, None], history, search.NO_TOKEN)
-        out.append(processing.scores(logits[:, t], seen, length + t, step + t, knobs, strategy, prepared,
-                                     strategy.group))
-    return tf.stack(out, axis=1)
+    positions, vocab = logits.shape[1], logits.shape[2]
+    # One pass over R * T rows (row r's position t at r * T + t), not T passes: a program holds
+    # one copy of the processors, whatever K.
+    at = length[:, None] + tf.range(positions)  # [R, T]
+    seen = tf.where(tf.range(history.shape[1])[None, None, :] < at[:, :, None], history[:, None], search.NO_TOKEN)
+    flat = processing.scores(tf.reshape(logits, [-1, vocab]), tf.reshape(seen, [-1, history.shape[1]]),
+                             tf.reshape(at, [-1]), tf.reshape(step[:, None] + tf.range(positions), [-1]), knobs,
+                             strategy, prepared, strategy.group * positions)
+    return tf.reshape(flat, [-1, positions, vocab])
 
 
 def prompt_lookup_search(model, logits, model_state, history, attention_mask, max_new_tokens, knobs, strategy,
@@ -199,12 +201,12 @@ def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs,
         scores = position_scores(decode._flat(logits), cache.write_at(state.history, proposed, length), length,
                                  state.step, knobs, strategy, prepared)  # [R, K + 1, V]
         if q is not None:  # speculative sampling
-            uniform = sampling.uniform(tf.shape(proposed), knobs.seed, draw(state, k + 1, strategy))
+            uniform = sampling.uniform(tf.shape(proposed), knobs.seed, draw(state, 1, strategy))
             chosen, taken = drafts.speculative(proposed, count, tf.nn.softmax(scores), q, uniform, knobs.seed,
                                                draw(state, 0, strategy))
         else:  # the choice after each position, as plain decoding would make it there
-            chosen = tf.stack([pick(scores[:, t], knobs, strategy, draw(state, t, strategy)) for t in range(k + 1)],
-                              axis=1)
+            chosen = tf.reshape(pick(tf.reshape(scores, [-1, vocab]), knobs, strategy, draw(state, 0, strategy)),
+                                [-1, k + 1])
             taken = drafts.accepted(proposed, count, chosen)
         moved = emit(state._replace(model=model_state), chosen, taken + 1, scores)
         # Drafts the row kept: all it emitted but the model's own last token (none past an EOS).
