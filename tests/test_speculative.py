@@ -150,3 +150,12 @@ def test_sampled_drafts_with_returns_eos_and_seeds(drafter, assistant):
     emitted = np.where(out.accepted >= 0, out.accepted + 1, 0).sum(axis=1) + 1
     lengths = [int(np.argmax(r == eos)) + 1 if (r == eos).any() else 10 for r in new]
     np.testing.assert_array_equal(emitted, lengths)
+
+
+def test_eager_speculative_sampling_draws_the_compiled_tokens(assistant):
+    """jit_compile=False runs the same loop op by op and draws the same tokens."""
+    target = generator("gpt2-tiny")
+    common = dict(max_new_tokens=6, do_sample=True, top_k=TOP_K, eos_token_id=None, pad_token_id=0, seed=11,
+                  assistant_model=assistant)
+    ids = [PROMPT, PROMPT[6:] + PROMPT[:6]]
+    np.testing.assert_array_equal(target.generate(ids, jit_compile=False, **common), target.generate(ids, **common))

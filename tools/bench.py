@@ -78,7 +78,11 @@ ROWS = {
     # draft agrees with it often, as a trained pair would (random weights agree on nothing).
     "assisted": ("gpt2", "assisted", 1, 8, 32, dict(assistant_layers=2)),
     "assisted_agreeing": ("gpt2_damped", "assisted", 1, 8, 32, dict(assistant_layers=2)),
+    # Speculative sampling (top-k 50) with the same pair, beside plain sampling with the same options.
+    "assisted_sampling": ("gpt2_damped", "assisted", 1, 8, 32, dict(assistant_layers=2, do_sample=True, top_k=50)),
 }
+# The options that make a row draft; without them it is the plain decoding it is compared with.
+DRAFT_OPTIONS = {"prompt_lookup_num_tokens", "max_matching_ngram_size", "assistant_model", "num_assistant_tokens"}
 # Scenarios tools/bench_peers.py knows; other rows are xlagen against itself.
 PEER_SCENARIOS = {"greedy", "beam4", "topp", "topk50", "greedy_b16", "long", "beam4_long"}
 # Issue 7's targets: xlagen ms/step / transformers TF+XLA ms/step in the same run (first: first-call seconds).
@@ -231,15 +235,21 @@ def time_xlagen(gen, ids, new, options, reps):
 def acceptance(gen, ids, new, options):
     """The drafts' record on the row (prompt lookup or an assistant): {"accepted": share of offered drafts the model took,
     "tokens_per_step": new tokens per model step (the prompt's included), "identical": tokens
-    equal plain greedy's}."""
+    equal plain greedy's (None when sampling: the same distribution, not the same draws)}."""
     kwargs = dict(max_new_tokens=new, min_new_tokens=new)
     out = gen.generate(ids, output_scores=True, **kwargs, **options)
-    plain = gen.generate(ids, **kwargs)
     ran = out.accepted >= 0
     offered = int(out.drafted[ran].sum())
+    identical = None
+    if not options.get("do_sample"):
+        identical = bool((out.sequences == gen.generate(ids, **kwargs, **plain(options))).all())
     return {"accepted": float(out.accepted[ran].sum()) / offered if offered else 0.0,
-            "tokens_per_step": new / (1 + out.accepted.shape[1]),
-            "identical": bool((out.sequences == plain).all())}
+            "tokens_per_step": new / (1 + out.accepted.shape[1]), "identical": identical}
+
+
+def plain(options):
+    """The row's options without its drafts: the decoding it is compared with."""
+    return {k: v for k, v in options.items() if k not in DRAFT_OPTIONS}
 
 
 def time_peer(python, peer, family, scenario, checkpoint, reps):
@@ -300,8 +310,8 @@ def lookup_table(results, verdicts):
     if not rows:
         return []
     lines = ["", "Prompt lookup (`prompt_lookup_num_tokens`) and assisted decoding (`assistant_model`) beside plain "
-             "greedy decoding of the same prompt, same run:", "",
-             "| row | model | K | plain greedy ms/token | with drafts ms/token | speed-up | drafts accepted | "
+             "decoding of the same prompt with the same options (greedy unless the row samples), same run:", "",
+             "| row | model | K | plain ms/token | with drafts ms/token | speed-up | drafts accepted | "
              "tokens per model step | tokens identical |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         plain, fast = r["plain_best_s"] / r["new"] * 1000, r["ms_per_step"]
@@ -309,10 +319,13 @@ def lookup_table(results, verdicts):
             r["family"], f"{r['family']} shape, random weights")
         if "assistant_layers" in r["options"]:
             model += f"; draft: its first {r['options']['assistant_layers']} layers"
+        if r["options"].get("do_sample"):
+            model += f"; sampling, top-k {r['options'].get('top_k')}"
+        identical = {True: "yes", False: "NO", None: "n/a (sampled)"}[r["lookup"]["identical"]]
         k = r["options"].get("prompt_lookup_num_tokens", r["options"].get("num_assistant_tokens", ASSISTANT_TOKENS))
         lines.append(f"| {name} | {model} | {k} | {plain:.1f} | {fast:.1f} | "
                      f"{plain / fast:.2f}x | {100 * r['lookup']['accepted']:.0f}% | "
-                     f"{r['lookup']['tokens_per_step']:.1f} | {'yes' if r['lookup']['identical'] else 'NO'} |")
+                     f"{r['lookup']['tokens_per_step']:.1f} | {identical} |")
     for row, target in LOOKUP_TARGETS:
         if row in rows:
             speedup = rows[row]["plain_best_s"] / rows[row]["best_s"]
@@ -419,9 +432,9 @@ def main(argv=None):
         for round_ in range(args.rounds):
             before = measure_bandwidth()
             first, best = time_xlagen(gen, ids, new, options, args.reps)
-            if lookup:  # plain greedy on the same prompt, right after
-                plain = time_xlagen(gen, ids, new, {}, args.reps)[1]
-                row["plain_best_s"] = min(plain, row.get("plain_best_s", plain))
+            if lookup:  # plain decoding of the same prompt, right after
+                undrafted = time_xlagen(gen, ids, new, plain(options), args.reps)[1]
+                row["plain_best_s"] = min(undrafted, row.get("plain_best_s", undrafted))
             row["bandwidth"] = max(row.get("bandwidth", 0), before, measure_bandwidth())
             if round_ == 0:  # later rounds reuse the compiled program (peers: best_of)
                 row["first_s"] = first
