@@ -46,12 +46,11 @@ def assisted_search(model, assistant, logits, model_state, history, input_ids, a
         logits, state = assistant.extend(decode._grouped(tokens, group), state, decode._grouped(filled, group))
         return decode._flat(logits), state
 
-    def propose(state, length):
+    def propose(state, length, last):
         """(drafts [R, K] int32, count [R] int32 (K: an EOS draft ends the row where accepted),
         the probabilities q [R, K, V] the drafts were drawn from (None when greedy), the
         assistant's new state) for the rows of state (lookup.LookupState)."""
         two = state.step >= 2  # else only the first new token exists: fed at position 0
-        last = tf.gather(state.history, length - 1, batch_dims=1)
         before = tf.gather(state.history, tf.maximum(length - 2, 0), batch_dims=1)
         logits, draft = extend(tf.stack([tf.where(two, before, last), last], axis=1), state.draft,
                                tf.where(two, state.step - 2, 0))

@@ -112,7 +112,7 @@ def prompt_lookup_search(model, logits, model_state, history, attention_mask, ma
     matchable = tf.concat([tf.cast(attention_mask, tf.bool), tf.ones([rows, width - prompt_len], tf.bool)], 1)
     matchable = tf.repeat(matchable, strategy.group, axis=0)
 
-    def propose(state, length):
+    def propose(state, length, last):
         proposed, count = drafts.prompt_lookup(tf.where(matchable, state.history, search.NO_TOKEN), length,
                                                strategy.draft_tokens, strategy.max_ngram)
         return proposed, count, None, state.draft
@@ -132,7 +132,8 @@ def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs,
       max_new_tokens: python int N.  knobs: decode.Knobs.  strategy: decode.Strategy (draft_tokens K,
         group G: num_return_sequences when sampling).
       prepared: processing.Prepared.
-      propose: function(LookupState, length [R] int32 filled slots) -> (drafts [R, K] int32,
+      propose: function(LookupState, length [R] int32 filled slots, last [R] int32 the row's
+        last token) -> (drafts [R, K] int32,
         count [R] int32 valid drafts, q: [R, K, V] float32 the probabilities the drafts were
         drawn from (speculative sampling) or None, the drafter's new state); called once per
         model step, with state.step >= 1.
@@ -190,11 +191,11 @@ def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs,
     def body(state):
         active = running(state)
         length = prompt_len + state.step
-        proposed, count, q, draft_state = propose(state, length)
+        last = tf.gather(state.history, length - 1, batch_dims=1)
+        proposed, count, q, draft_state = propose(state, length, last)
         state = state._replace(draft=draft_state)
         # No draft past the last new token; a row that has ended offers none.
         count = tf.where(active, tf.minimum(count, max_new_tokens - state.step - 1), 0)
-        last = tf.gather(state.history, length - 1, batch_dims=1)
         fed = tf.concat([last[:, None], proposed], axis=1)  # [R, K + 1]
         logits, model_state = model.extend(decode._grouped(fed, group), state.model,
                                            decode._grouped(state.step - 1, group))

@@ -57,7 +57,11 @@ def accepted(drafts, count, chosen):
     Returns: [R] int32 in [0, count].
     """
     k = drafts.shape[1]
-    good = tf.logical_and(tf.equal(drafts, chosen[:, :k]), tf.range(k) < count[:, None])
+    return _leading(tf.logical_and(tf.equal(drafts, chosen[:, :k]), tf.range(k) < count[:, None]))
+
+
+def _leading(good):
+    """[R, K] bool -> [R] int32, how many leading entries of each row are true."""
     return tf.reduce_sum(tf.math.cumprod(tf.cast(good, tf.int32), axis=-1), axis=-1)
 
 
@@ -82,7 +86,7 @@ def speculative(drafts, count, target, proposal, uniform, seed, stream):
     p = tf.gather(target[:, :k], drafts[:, :, None], batch_dims=2)[:, :, 0]  # [R, K]
     q = tf.gather(proposal, drafts[:, :, None], batch_dims=2)[:, :, 0]
     good = tf.logical_and(tf.logical_and(uniform * q <= p, p > 0), tf.range(k) < count[:, None])
-    kept = tf.reduce_sum(tf.math.cumprod(tf.cast(good, tf.int32), axis=-1), axis=-1)
+    kept = _leading(good)
     after = tf.gather(target, kept, batch_dims=1)  # [R, V]
     residual = tf.maximum(after - tf.gather(proposal, tf.minimum(kept, k - 1), batch_dims=1), 0.0)
     turned_down = tf.logical_and(kept < count, tf.reduce_sum(residual, axis=-1) > 0)

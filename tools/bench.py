@@ -235,7 +235,7 @@ def time_xlagen(gen, ids, new, options, reps):
 def acceptance(gen, ids, new, options):
     """The drafts' record on the row (prompt lookup or an assistant): {"accepted": share of offered drafts the model took,
     "tokens_per_step": new tokens per model step (the prompt's included), "identical": tokens
-    equal plain greedy's (None when sampling: the same distribution, not the same draws)}."""
+    equal those of plain decoding with the same options (None when sampling: the same distribution, not the same draws)}."""
     kwargs = dict(max_new_tokens=new, min_new_tokens=new)
     out = gen.generate(ids, output_scores=True, **kwargs, **options)
     ran = out.accepted >= 0
@@ -314,7 +314,7 @@ def lookup_table(results, verdicts):
              "| row | model | K | plain ms/token | with drafts ms/token | speed-up | drafts accepted | "
              "tokens per model step | tokens identical |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        plain, fast = r["plain_best_s"] / r["new"] * 1000, r["ms_per_step"]
+        undrafted, fast = r["plain_best_s"] / r["new"] * 1000, r["ms_per_step"]
         model = {"bundled": "bundled", "gpt2_damped": "gpt2 shape, random weights, layers 2-11 damped"}.get(
             r["family"], f"{r['family']} shape, random weights")
         if "assistant_layers" in r["options"]:
@@ -323,8 +323,8 @@ def lookup_table(results, verdicts):
             model += f"; sampling, top-k {r['options'].get('top_k')}"
         identical = {True: "yes", False: "NO", None: "n/a (sampled)"}[r["lookup"]["identical"]]
         k = r["options"].get("prompt_lookup_num_tokens", r["options"].get("num_assistant_tokens", ASSISTANT_TOKENS))
-        lines.append(f"| {name} | {model} | {k} | {plain:.1f} | {fast:.1f} | "
-                     f"{plain / fast:.2f}x | {100 * r['lookup']['accepted']:.0f}% | "
+        lines.append(f"| {name} | {model} | {k} | {undrafted:.1f} | {fast:.1f} | "
+                     f"{undrafted / fast:.2f}x | {100 * r['lookup']['accepted']:.0f}% | "
                      f"{r['lookup']['tokens_per_step']:.1f} | {identical} |")
     for row, target in LOOKUP_TARGETS:
         if row in rows:
@@ -424,7 +424,7 @@ def main(argv=None):
             draft = draft_checkpoint(checkpoint, options["assistant_layers"])
             options = {k: v for k, v in options.items() if k != "assistant_layers"}
             options["assistant_model"] = load(draft, memory_limit=2**40)
-        lookup = "prompt_lookup_num_tokens" in options or "assistant_model" in options
+        lookup = bool(DRAFT_OPTIONS & options.keys())
         row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=shown,
                    bytes_per_step=bytes_per_step(gen, batch, prompt, new, group), peers={})
         if lookup:
