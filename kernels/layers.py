@@ -65,24 +65,32 @@ def _product(rows, kernel):
     return many() if rows.shape[0] > _STREAMED_ROWS else few()
 
 
-# Up to this many rows a low-precision kernel is widened inside each one-row product: XLA:CPU's
-# matrix-vector loop then reads 1 (int8) or 2 (bfloat16) bytes per weight. 3072x768, 24 distinct
-# kernels in a 16-step while loop, best of 5: 1 row fp32 0.41 ms, int8 0.21 (0.30 with the
-# layer's activation fused in), bf16 0.30; 2 rows int8 0.42 against fp32 0.55; 4 rows int8 0.81
-# against fp32 0.66. A multi-row product of a narrow kernel is done by widening it into a float32
-# buffer first (4 rows: 1.9 ms per product when that happens every step). So in a decode step
-# (inside decode_step()) products of more rows leave the widening loop invariant: XLA hoists it
-# out of the loop and every step runs fp32's product on one float32 copy made per call (the
-# memory estimate's "widened weights"); elsewhere (a prompt) each kernel is widened where it is
-# used, one float32 copy alive at a time.
-_LOW_PRECISION_ROWS = 2
+# Up to this many rows (by stored dtype) a low-precision kernel is widened inside one-row products,
+# one per row: XLA:CPU's matrix-vector loop then reads 1 (int8) or 2 (bfloat16) bytes per weight.
+# 3072x768, 24 distinct kernels in an 8-step while loop, best of 5, ms per product:
+#   rows   fp32   int8 looped   bf16 looped   widened to a float32 copy
+#   1      0.35   0.08          0.12
+#   2      0.38   0.15          0.23
+#   4      0.38   0.26          0.36          0.75 (widened every step)
+#   8      0.46   0.51          0.58
+# and the 50257x768 LM head: 1 row fp32 5.5, int8 1.3, bf16 2.2; 4 rows fp32 5.7, int8 5.1,
+# bf16 9.0. Past the limit, inside a decode step (decode_step()), the widening is left loop
+# invariant: XLA hoists it out of the loop and every step runs fp32's product on one float32 copy
+# made per call (the memory estimate's "widened weights"); elsewhere (a prompt) each kernel is
+# widened where it is used, one float32 copy alive at a time.
+_LOOPED_ROWS = {tf.int8: 4, tf.bfloat16: 2}
 _STEP = threading.local()
+
+
+def looped_rows(weight):
+    """How many rows a product with this read low-precision weight runs as one-row products."""
+    return _LOOPED_ROWS[precision.split(weight)[0].dtype]
 
 
 @contextlib.contextmanager
 def decode_step():
-    """Trace a model's decode step under this: low-precision products of more than
-    _LOW_PRECISION_ROWS rows then share one float32 copy of the weights per call."""
+    """Trace a model's decode step under this: low-precision products of more rows than
+    looped_rows() then share one float32 copy of the weights per call."""
     before, _STEP.on = getattr(_STEP, "on", False), True
     try:
         yield
@@ -98,14 +106,30 @@ def _tie(rows, weight):
     return tuple(_opt_barrier(rows, weight))
 
 
+def _materialized(row):
+    """row [1, in], computed once into its own buffer before a matrix-vector product reads it.
+
+    XLA:CPU fuses the widening of a narrow kernel into its matrix-vector product as a loop
+    fusion, and then fuses the row's elementwise producers (the layer norm, GELU, the
+    attention heads' transpose) into the same loop, where they are recomputed for every output
+    row and keep the loop from vectorizing. A reduction cannot be fused into that loop, so the
+    row is passed through one: the sum of [row, 0] over its 2 rows, the row itself. GPT-2-small
+    shape, int8, one-row greedy step: 13.9 -> 6.2 ms (fp32 14.5-15.7 in the same run). The
+    barriers do not do this: XLA:CPU removes them before fusion.
+    """
+    if tf.executing_eagerly():
+        return row
+    return tf.reduce_sum(tf.stack([row, tf.zeros_like(row)]), axis=0)
+
+
 def _low_product(rows, kernel):
     """rows [M, in] float32 @ kernel^T for a bfloat16 or Int8 kernel -> [M, out] float32."""
     m = rows.shape[0]
     values, scale = precision.split(kernel)
-    if m is not None and m <= _LOW_PRECISION_ROWS:
+    if m is not None and m <= looped_rows(kernel):
         parts = []
         for r in range(m):
-            row, tied = _tie(rows[r:r + 1], values)
+            row, tied = _tie(_materialized(rows[r:r + 1]), values)
             parts.append(_barrier(tf.linalg.matmul(tf.cast(tied, tf.float32), row, transpose_b=True)))
         y = tf.transpose(tf.concat(parts, 1))
     elif getattr(_STEP, "on", False):

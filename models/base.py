@@ -112,7 +112,7 @@ class CachedLM(tf.Module):
         "prompt attention": the [B, H, P, P] scores of one prefill layer;
         "logits": a few [B, G, V] float32 copies the processors and the search make;
         "widened weights", with low-precision weights: the float32 copy of every narrow matrix
-        that a step of more than kernels.layers._LOW_PRECISION_ROWS rows uses for the call
+        that a step of more than kernels.layers.looped_rows() rows uses for the call
         (or of the largest one, widened where a prompt uses it).
         A subclass with more cached tensors (T5's cross-attention) adds its own.
         """
@@ -121,9 +121,11 @@ class CachedLM(tf.Module):
         parts = {"kv cache": 2 * self.num_cache_layers * width * slots * 4,
                  "prompt attention": batch * self.num_heads * prompt_len * prompt_len * 4,
                  "logits": 4 * batch * group * self.vocab_size * 4}
-        low = [w.shape.num_elements() for w in self.w.values() if precision.is_low(w)]
+        low = [w for w in self.w.values() if precision.is_low(w)]
         if low:
-            parts["widened weights"] = 4 * (sum(low) if batch * group > layers._LOW_PRECISION_ROWS else max(low))
+            sizes = [w.shape.num_elements() for w in low]
+            copied = sum(n for w, n in zip(low, sizes) if batch * group > layers.looped_rows(precision.read(w)))
+            parts["widened weights"] = 4 * (copied or max(sizes))
         return parts
 
     def forward_memory_estimate(self, batch, length, decoder_length=None):

@@ -1,6 +1,7 @@
 """Where a decode step's time goes: XLA's own per-kernel timings for one generate call.
 
     python tools/profile_step.py CHECKPOINT [--prompt 8] [--new 32] [--option num_beams=4 ...]
+        [--dtype bfloat16] [--quantize int8]
 
 Runs generate twice to compile and warm up, then once under the TensorFlow profiler, and
 prints, for the XLA thread that ran the loop, the kernels (fusions, matmuls, ...) of one decode step in
@@ -67,9 +68,11 @@ def main(argv=None):
     parser.add_argument("--option", type=option, action="append", default=[], help="a generate option, name=value")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--logdir", default="/tmp/xlagen-profile")
+    parser.add_argument("--dtype", default=None, help="stored weight dtype, as load(dtype=): float32 or bfloat16")
+    parser.add_argument("--quantize", default=None, help="as load(quantize=): int8")
     args = parser.parse_args(argv)
 
-    gen = engine.load(args.checkpoint)
+    gen = engine.load(args.checkpoint, dtype=args.dtype, quantize=args.quantize)
     ids = np.random.RandomState(0).randint(0, min(gen.vocab_size, 30000), size=(1, args.prompt)).astype("int32")
     kwargs = dict(max_new_tokens=args.new, min_new_tokens=args.new, seed=(1, 2), **dict(args.option))
     for _ in range(2):
