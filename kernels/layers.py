@@ -85,8 +85,8 @@ _STEP = threading.local()
 
 
 def looped_rows(weight):
-    """How many rows a product with this read low-precision weight runs as one-row products."""
-    return _LOOPED_ROWS[precision.split(weight)[0].dtype]
+    """How many rows a product with this low-precision weight (read or not) runs as one-row products."""
+    return _LOOPED_ROWS[precision.split(precision.read(weight))[0].dtype]
 
 
 @contextlib.contextmanager

@@ -124,7 +124,7 @@ class CachedLM(tf.Module):
         low = [w for w in self.w.values() if precision.is_low(w)]
         if low:
             sizes = [w.shape.num_elements() for w in low]
-            copied = sum(n for w, n in zip(low, sizes) if batch * group > layers.looped_rows(precision.read(w)))
+            copied = sum(n for w, n in zip(low, sizes) if batch * group > layers.looped_rows(w))
             parts["widened weights"] = 4 * (copied or max(sizes))
         return parts
 
