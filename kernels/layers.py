@@ -20,6 +20,15 @@ except ImportError:  # pragma: no cover
 # x @ kernel^T is as fast or faster.
 _STREAMED_ROWS = 64
 
+# The largest float32 kernel (elements) a one-row product runs as _row_product's loop fusion; a
+# larger one (the LM heads: 16.4M elements in T5-small, 38.6M in GPT-2 and OPT-125m) runs as
+# XLA's matrix-vector call. On the 2026-12-03 host the loop streamed GPT-2's 154 MB head at 2/3
+# of the call's speed (50257x768 chained in a while loop: 2 threads 4.7 against 3.3 ms, one
+# thread 9.6 against 7.2), while it matched or beat the call on every smaller kernel. Whole greedy call, 8+32 tokens, same process, best of 12,
+# 2026-12-03: T5-small 5.93 -> 5.23 ms/token, GPT-2-small 19.1 -> 18.1 (all products in the
+# loop -> heads on the call; limits of 1.1M and 2M elements were no better).
+_ROW_LOOP_ELEMENTS = 8 << 20
+
 
 def _barrier(x):
     """x behind an XLA optimization barrier when traced; x itself when executed eagerly (the
@@ -43,7 +52,10 @@ def _product(rows, kernel):
     residual add, and the transpose of kernel @ x^T) and emits the fusion as a single-threaded
     loop, which streams the kernel at ~20 GB/s here; the bare dot runs on every core (one
     row: XLA's tiled matrix-vector kernel in work groups; more: an Eigen call) at
-    ~28 GB/s (4 rows of a 3072x768 kernel: 0.74 ms fused, 0.41 ms bare).
+    ~28 GB/s (4 rows of a 3072x768 kernel: 0.74 ms fused, 0.41 ms bare). That was measured
+    when the barrier went in; the after-optimizations HLO holds none of these barriers (XLA:CPU
+    drops them before its fusion passes), so what they still steer is the passes before that,
+    loop-invariant code motion among them. Not re-measured since.
 
     With M unknown at trace time (a SavedModel with an open batch) the order is chosen by
     tf.cond on the row count, which XLA folds once it compiles for a batch size: the same
@@ -54,7 +66,7 @@ def _product(rows, kernel):
 
     def few():
         count = rows.shape[0]
-        if count == 1 and not tf.executing_eagerly():
+        if count == 1 and not tf.executing_eagerly() and tf.TensorShape(kernel.shape).num_elements() <= _ROW_LOOP_ELEMENTS:
             return _row_product(rows, kernel)
         padded = _padded_rows(count) if count is not None else None
         if padded is None or padded == count:
@@ -128,10 +140,13 @@ def _row_product(row, values):
     """row [1, in] float32 @ values[out, in]^T (float32, bfloat16 or int8) -> [1, out] float32,
     as one XLA:CPU loop fusion that reads each stored weight once.
 
-    That loop streams a float32 kernel faster than XLA's matrix-vector call for every shape of
-    these models (one row, chained products in a while loop, best of 10, ms): 512x512 0.051 ->
-    0.018, 2048x512 0.114 -> 0.086, 512x2048 0.100 -> 0.092, 32128x512 2.66 -> 1.81, 768x768
-    0.084 -> 0.061, 3072x768 0.380 -> 0.227, 768x3072 0.239 -> 0.202, 50257x768 4.78 -> 3.00.
+    On the 2026-12-02 host that loop streamed a float32 kernel faster than XLA's matrix-vector
+    call for every shape of these models (one row, chained products in a while loop, best of 10,
+    ms): 512x512 0.051 -> 0.018, 2048x512 0.114 -> 0.086, 512x2048 0.100 -> 0.092, 32128x512
+    2.66 -> 1.81, 768x768 0.084 -> 0.061, 3072x768 0.380 -> 0.227, 768x3072 0.239 -> 0.202,
+    50257x768 4.78 -> 3.00. On the 2026-12-03 host (480 MB of shared L3) the two were even up to
+    3072x768 and the loop lost on the 154 MB head, so float32 kernels past _ROW_LOOP_ELEMENTS
+    take the call.
     XLA fuses a matrix-vector product into a loop only from a producer of its matrix: a
     narrow kernel has its widening; a float32 one is multiplied by a 1 that XLA cannot fold
     (it depends on the row), exact for every finite weight. The product is multiplied by the

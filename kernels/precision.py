@@ -61,9 +61,9 @@ def read(weight):
 
 
 def is_low(weight):
-    """True when `weight` (read or not) is stored narrower than float32."""
-    weight = read(weight)
-    return isinstance(weight, Int8) or weight.dtype != tf.float32
+    """True when `weight` (read or not) is stored narrower than float32. Reads nothing: the
+    memory estimate asks this of every weight on every call."""
+    return isinstance(weight, (Int8, Int8Weight)) or weight.dtype != tf.float32
 
 
 def split(weight):

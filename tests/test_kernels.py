@@ -74,6 +74,19 @@ def test_dense_matches_numpy_for_few_and_many_rows(shape):
     np.testing.assert_allclose(open_rows(x), expected, rtol=1e-5, atol=1e-5)
 
 
+
+def test_one_row_products_run_as_a_loop_fusion_up_to_the_size_limit(monkeypatch):
+    """A one-row float32 product is a loop fusion (multiply_dot_fusion) for a kernel of at most
+    _ROW_LOOP_ELEMENTS, XLA's matrix-vector dot past it; both match numpy."""
+    rng = np.random.RandomState(0)
+    x, kernel = rng.randn(1, 64).astype(np.float32), rng.randn(48, 64).astype(np.float32)
+    for limit, fused in ((48 * 64, True), (48 * 64 - 1, False)):
+        monkeypatch.setattr(layers, "_ROW_LOOP_ELEMENTS", limit)
+        run = tf.function(lambda x: layers.dense(x, kernel), jit_compile=True)
+        np.testing.assert_allclose(run(x), x @ kernel.T, rtol=1e-5, atol=1e-5)
+        hlo = run.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+        assert ("multiply_dot_fusion" in hlo) == fused, hlo
+
 def test_stack_traces_the_block_once_and_matches_an_unrolled_loop():
     """Layers with the same argument structure share one trace, inside a while loop too, and
     give what calling the block layer by layer gives; a python value per layer retraces."""
