@@ -1,7 +1,7 @@
 """The `xlagen` command line.
 
     xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT]
-                    [--assistant-model PATH] [--eager] PROMPT...
+                    [--assistant-model PATH [--assistant-quantize int8]] [--eager] PROMPT...
     xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
     xlagen batch [--model PATH] --input FILE --output FILE [--batch-size B] [--on-error stop|skip] [--quiet]
                  [--runner DirectRunner [Beam options...]] [generation options...]
@@ -88,6 +88,11 @@ def _parser():
     gen.add_argument("--assistant-model", metavar="PATH", default=None,
                      help="a small checkpoint (folder or Hub id) with the model's vocabulary that drafts tokens for "
                           "the model to check (assisted decoding; --num-assistant-tokens per step, default 3)")
+    gen.add_argument("--assistant-dtype", choices=["float32", "bfloat16"], default=None,
+                     help="store the assistant's weight matrices as this dtype (default: --dtype)")
+    gen.add_argument("--assistant-quantize", choices=["int8"], default=None,
+                     help="store the assistant's weight matrices as int8 (default: --quantize): a draft then reads a "
+                          "quarter of the bytes, and the model's check keeps the tokens its own")
     gen.add_argument("--eager", action="store_true",
                      help="run the decode functions op by op without XLA (jit_compile=False): slow, for debugging")
     export = sub.add_parser("export", help="write the whole generate program as a SavedModel (TF Serving ready)")
@@ -295,8 +300,9 @@ def _run(args):
             return 0
         options = _options(args, gen.tokenizer)
         if args.assistant_model:
-            options["assistant_model"] = load(args.assistant_model, revision=args.revision, dtype=args.dtype,
-                                              quantize=args.quantize)
+            options["assistant_model"] = load(args.assistant_model, revision=args.revision,
+                                              dtype=args.assistant_dtype or args.dtype,
+                                              quantize=args.assistant_quantize or args.quantize)
         texts = gen.generate_text(args.prompts, jit_compile=not args.eager, **options)
     except XlagenError as e:
         print(f"xlagen: error: {e}", file=sys.stderr)

@@ -24,3 +24,23 @@ def test_assistant_model_flag_drafts_for_the_model(capsys):
     assert capsys.readouterr().out == plain
     assert main(common + ["--assistant-model", fixture_path("opt-tiny"), "The for"]) == 2
     assert "vocabulary" in capsys.readouterr().err
+
+
+def test_assistant_quantize_flag_loads_an_int8_draft_and_keeps_the_text(capsys, monkeypatch):
+    """--assistant-quantize int8 stores only the assistant as int8; the model's check keeps its greedy text."""
+    import xlagen.engine as engine
+    loaded, real_load = [], engine.load
+
+    def recording_load(path, **kwargs):
+        gen = real_load(path, **kwargs)
+        loaded.append((path, gen.model.quantize))
+        return gen
+
+    monkeypatch.setattr(engine, "load", recording_load)
+    common = ["generate", "--eager", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "6"]
+    assert main(common + ["The for"]) == 0
+    plain = capsys.readouterr().out
+    assert main(common + ["--assistant-model", fixture_path("gpt2-variant"), "--assistant-quantize", "int8",
+                          "The for"]) == 0
+    assert capsys.readouterr().out == plain
+    assert loaded[-2:] == [(fixture_path("gpt2-tiny"), None), (fixture_path("gpt2-variant"), "int8")]

@@ -78,6 +78,9 @@ ROWS = {
     # draft agrees with it often, as a trained pair would (random weights agree on nothing).
     "assisted": ("gpt2", "assisted", 1, 8, 32, dict(assistant_layers=2)),
     "assisted_agreeing": ("gpt2_damped", "assisted", 1, 8, 32, dict(assistant_layers=2)),
+    # The same draft stored as int8 (load(quantize="int8")): it reads a quarter of the bytes and
+    # the model's fp32 check keeps the tokens plain greedy's.
+    "assisted_agreeing_int8": ("gpt2_damped", "assisted", 1, 8, 32, dict(assistant_layers=2, assistant_quantize="int8")),
     # Speculative sampling (top-k 50) with the same pair, beside plain sampling with the same options.
     "assisted_sampling": ("gpt2_damped", "assisted", 1, 8, 32, dict(assistant_layers=2, do_sample=True, top_k=50)),
 }
@@ -299,7 +302,7 @@ def precisions(dtypes, quantize):
 
 
 # Issue 23's targets: tokens per second over plain greedy's (assisted: where the draft agrees on 60%+).
-LOOKUP_TARGETS = (("lookup_copy", 1.6), ("assisted_agreeing", 1.4))
+LOOKUP_TARGETS = (("lookup_copy", 1.6), ("assisted_agreeing", 1.4), ("assisted_agreeing_int8", 1.4))
 
 
 def lookup_table(results, verdicts):
@@ -319,6 +322,8 @@ def lookup_table(results, verdicts):
             r["family"], f"{r['family']} shape, random weights")
         if "assistant_layers" in r["options"]:
             model += f"; draft: its first {r['options']['assistant_layers']} layers"
+            if r["options"].get("assistant_quantize"):
+                model += f" ({r['options']['assistant_quantize']})"
         if r["options"].get("do_sample"):
             model += f"; sampling, top-k {r['options'].get('top_k')}"
         identical = {True: "yes", False: "NO", None: "n/a (sampled)"}[r["lookup"]["identical"]]
@@ -422,8 +427,9 @@ def main(argv=None):
         shown = options
         if "assistant_layers" in options:  # the assistant Generator itself goes to generate
             draft = draft_checkpoint(checkpoint, options["assistant_layers"])
-            options = {k: v for k, v in options.items() if k != "assistant_layers"}
-            options["assistant_model"] = load(draft, memory_limit=2**40)
+            quantize = options.get("assistant_quantize")
+            options = {k: v for k, v in options.items() if k not in ("assistant_layers", "assistant_quantize")}
+            options["assistant_model"] = load(draft, memory_limit=2**40, quantize=quantize)
         lookup = bool(DRAFT_OPTIONS & options.keys())
         row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=shown,
                    bytes_per_step=bytes_per_step(gen, batch, prompt, new, group), peers={})
