@@ -1,7 +1,7 @@
 """The `xlagen` command line.
 
     xlagen generate [--model PATH] [--max-new-tokens N] [--do-sample ...] [--bad-words W] [--stop TEXT]
-                    [--assistant-model PATH [--assistant-quantize int8]] [--eager] PROMPT...
+                    [--assistant-model PATH [--assistant-dtype D] [--assistant-quantize int8]] [--eager] PROMPT...
     xlagen export [--model PATH] --out DIR --prompt-length P [--max-new-tokens N] [--batch-size B] [--do-sample ...]
     xlagen batch [--model PATH] --input FILE --output FILE [--batch-size B] [--on-error stop|skip] [--quiet]
                  [--runner DirectRunner [Beam options...]] [generation options...]
@@ -89,10 +89,12 @@ def _parser():
                      help="a small checkpoint (folder or Hub id) with the model's vocabulary that drafts tokens for "
                           "the model to check (assisted decoding; --num-assistant-tokens per step, default 3)")
     gen.add_argument("--assistant-dtype", choices=["float32", "bfloat16"], default=None,
-                     help="store the assistant's weight matrices as this dtype (default: --dtype)")
+                     help="store the assistant's weight matrices as this dtype (without --assistant-dtype and "
+                          "--assistant-quantize the assistant is stored as the model is: --dtype, --quantize)")
     gen.add_argument("--assistant-quantize", choices=["int8"], default=None,
-                     help="store the assistant's weight matrices as int8 (default: --quantize): a draft then reads a "
-                          "quarter of the bytes, and the model's check keeps the tokens its own")
+                     help="store the assistant's weight matrices as int8 (default: as the model, see "
+                          "--assistant-dtype): a draft then reads a quarter of the bytes, and the model's check keeps "
+                          "the model's own tokens")
     gen.add_argument("--eager", action="store_true",
                      help="run the decode functions op by op without XLA (jit_compile=False): slow, for debugging")
     export = sub.add_parser("export", help="write the whole generate program as a SavedModel (TF Serving ready)")
@@ -184,6 +186,9 @@ def main(argv=None):
     if beam_args and not (args.command == "batch" and args.runner):
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     args.beam_args = beam_args
+    if args.command == "generate" and not args.assistant_model and (args.assistant_dtype or args.assistant_quantize):
+        parser.error("--assistant-dtype and --assistant-quantize set how --assistant-model is stored; "
+                     "pass --assistant-model PATH too")
     _import_tensorflow(args.verbose)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
@@ -300,9 +305,12 @@ def _run(args):
             return 0
         options = _options(args, gen.tokenizer)
         if args.assistant_model:
-            options["assistant_model"] = load(args.assistant_model, revision=args.revision,
-                                              dtype=args.assistant_dtype or args.dtype,
-                                              quantize=args.assistant_quantize or args.quantize)
+            # Either assistant flag sets the assistant's storage alone; without them it is the model's.
+            own = args.assistant_dtype is not None or args.assistant_quantize is not None
+            options["assistant_model"] = load(
+                args.assistant_model, revision=args.revision,
+                dtype=args.assistant_dtype if own else args.dtype,
+                quantize=args.assistant_quantize if own else args.quantize)
         texts = gen.generate_text(args.prompts, jit_compile=not args.eager, **options)
     except XlagenError as e:
         print(f"xlagen: error: {e}", file=sys.stderr)

@@ -21,18 +21,21 @@ except ImportError:  # pragma: no cover
 _STREAMED_ROWS = 64
 
 # The largest float32 kernel (elements) a one-row product runs as _row_product's loop fusion; a
-# larger one (the LM heads: 16.4M elements in T5-small, 38.6M in GPT-2 and OPT-125m) runs as
-# XLA's matrix-vector call. On the 2026-12-03 host the loop streamed GPT-2's 154 MB head at 2/3
-# of the call's speed (50257x768 chained in a while loop: 2 threads 4.7 against 3.3 ms, one
-# thread 9.6 against 7.2), while it matched or beat the call on every smaller kernel. Whole greedy call, 8+32 tokens, same process, best of 12,
-# 2026-12-03: T5-small 5.93 -> 5.23 ms/token, GPT-2-small 19.1 -> 18.1 (all products in the
-# loop -> heads on the call; limits of 1.1M and 2M elements were no better).
+# larger one runs as XLA's matrix-vector call (of the benchmarked shapes only the LM heads: 16.4M
+# elements in T5-small, 38.6M in GPT-2 and OPT-125m; larger models' MLP kernels pass it too). On
+# the 2026-12-03 host the loop streamed GPT-2's 154 MB head at 2/3 of the call's speed (50257x768
+# chained in a while loop: 2 threads 4.7 against 3.3 ms, one thread 9.6 against 7.2), and was
+# about even with the call on kernels up to 3072x768; T5's 32128x512 head was judged by the
+# whole call only. Whole greedy call, 8+32 tokens, same process, best of 12: T5-small 5.93 ->
+# 5.23 ms/token, GPT-2-small 19.1 -> 18.1 (all products in the loop -> heads on the call;
+# limits of 1.1M and 2M elements were no better).
 _ROW_LOOP_ELEMENTS = 8 << 20
 
 
 def _barrier(x):
     """x behind an XLA optimization barrier when traced; x itself when executed eagerly (the
-    barrier only steers XLA's fusion, and eagerly it would be handed to XLA as an op)."""
+    barrier only steers XLA's passes before it drops the barrier, and eagerly it would be handed
+    to XLA as an op)."""
     return x if tf.executing_eagerly() else _opt_barrier(x)[0]
 
 
@@ -48,14 +51,14 @@ def _padded_rows(count):
 def _product(rows, kernel):
     """rows [M, in] @ kernel[out, in]^T -> [M, out], behind an XLA optimization barrier.
 
-    Without the barrier, XLA:CPU fuses a few-row product with what follows (the bias or
-    residual add, and the transpose of kernel @ x^T) and emits the fusion as a single-threaded
-    loop, which streams the kernel at ~20 GB/s here; the bare dot runs on every core (one
-    row: XLA's tiled matrix-vector kernel in work groups; more: an Eigen call) at
-    ~28 GB/s (4 rows of a 3072x768 kernel: 0.74 ms fused, 0.41 ms bare). That was measured
-    when the barrier went in; the after-optimizations HLO holds none of these barriers (XLA:CPU
-    drops them before its fusion passes), so what they still steer is the passes before that,
-    loop-invariant code motion among them. Not re-measured since.
+    When the barrier went in, XLA:CPU without it fused a few-row product with what follows (the
+    bias or residual add, and the transpose of kernel @ x^T) and emitted the fusion as a
+    single-threaded loop, which streamed the kernel at ~20 GB/s; the bare dot ran on every core
+    (one row: XLA's tiled matrix-vector kernel in work groups; more: an Eigen call) at ~28 GB/s
+    (4 rows of a 3072x768 kernel: 0.74 ms fused, 0.41 ms bare). Since then (2026-12-02) the
+    after-optimizations HLO was found to hold none of these barriers (XLA:CPU drops them before
+    its fusion passes), so what they still steer is the passes before that, loop-invariant code
+    motion among them. Not re-measured without the barrier since.
 
     With M unknown at trace time (a SavedModel with an open batch) the order is chosen by
     tf.cond on the row count, which XLA folds once it compiles for a batch size: the same
@@ -97,8 +100,9 @@ _STEP = threading.local()
 
 
 def looped_rows(weight):
-    """How many rows a product with this low-precision weight (read or not) runs as one-row products."""
-    return _LOOPED_ROWS[precision.split(precision.read(weight))[0].dtype]
+    """How many rows a product with this low-precision weight (read or not) runs as one-row
+    products. Reads no variable: the memory estimate asks this on every call."""
+    return _LOOPED_ROWS[precision.stored_dtype(weight)]
 
 
 @contextlib.contextmanager
@@ -152,7 +156,8 @@ def _row_product(row, values):
     (it depends on the row), exact for every finite weight. The product is multiplied by the
     same 1 so that XLA does not fuse it with a following bias add instead (an output fusion,
     after which the kernel's producer is computed into a full copy every step). Whole greedy
-    step, float32, same process, best of 12: GPT-2-small shape 19.1 -> 13.0 ms, OPT-125m 18.8 ->
+    step, float32, same process, best of 12, on the 2026-12-02 host with every product in the
+    loop: GPT-2-small shape 19.1 -> 13.0 ms, OPT-125m 18.8 ->
     15.9, T5-small 7.3 -> 4.3.
     """
     row, tied = _tie(_materialized(row), values)

@@ -63,7 +63,12 @@ def read(weight):
 def is_low(weight):
     """True when `weight` (read or not) is stored narrower than float32. Reads nothing: the
     memory estimate asks this of every weight on every call."""
-    return isinstance(weight, (Int8, Int8Weight)) or weight.dtype != tf.float32
+    return stored_dtype(weight) != tf.float32
+
+
+def stored_dtype(weight):
+    """The dtype a weight (read or not) stores its values in, without reading a variable."""
+    return weight.values.dtype if isinstance(weight, (Int8, Int8Weight)) else weight.dtype
 
 
 def split(weight):

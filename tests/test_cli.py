@@ -1,3 +1,5 @@
+import pytest
+
 from conftest import fixture_path
 from xlagen.engine.cli import main
 
@@ -44,3 +46,11 @@ def test_assistant_quantize_flag_loads_an_int8_draft_and_keeps_the_text(capsys, 
                           "The for"]) == 0
     assert capsys.readouterr().out == plain
     assert loaded[-2:] == [(fixture_path("gpt2-tiny"), None), (fixture_path("gpt2-variant"), "int8")]
+    # Either assistant flag sets the assistant's storage alone: an int8 model may have a float32 draft.
+    assert main(common + ["--quantize", "int8", "--assistant-model", fixture_path("gpt2-variant"),
+                          "--assistant-dtype", "float32", "The for"]) == 0
+    capsys.readouterr()
+    assert loaded[-2:] == [(fixture_path("gpt2-tiny"), "int8"), (fixture_path("gpt2-variant"), None)]
+    with pytest.raises(SystemExit):
+        main(common + ["--assistant-quantize", "int8", "The for"])
+    assert "--assistant-model" in capsys.readouterr().err

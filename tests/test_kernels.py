@@ -74,7 +74,6 @@ def test_dense_matches_numpy_for_few_and_many_rows(shape):
     np.testing.assert_allclose(open_rows(x), expected, rtol=1e-5, atol=1e-5)
 
 
-
 def test_one_row_products_run_as_a_loop_fusion_up_to_the_size_limit(monkeypatch):
     """A one-row float32 product is a loop fusion (multiply_dot_fusion) for a kernel of at most
     _ROW_LOOP_ELEMENTS, XLA's matrix-vector dot past it; both match numpy."""
@@ -86,6 +85,25 @@ def test_one_row_products_run_as_a_loop_fusion_up_to_the_size_limit(monkeypatch)
         np.testing.assert_allclose(run(x), x @ kernel.T, rtol=1e-5, atol=1e-5)
         hlo = run.experimental_get_compiler_ir(x)(stage="optimized_hlo")
         assert ("multiply_dot_fusion" in hlo) == fused, hlo
+    # The limit is float32's: a narrow one-row kernel is always widened inside the loop fusion.
+    narrow = tf.constant(kernel, tf.bfloat16)
+    run = tf.function(lambda x: layers.dense(x, narrow), jit_compile=True)
+    np.testing.assert_allclose(run(x), x @ narrow.numpy().astype(np.float32).T, rtol=1e-5, atol=1e-5)
+    assert "dot_fusion" in run.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+
+
+def test_stored_dtype_reads_no_variable_for_every_weight_form():
+    """is_low / stored_dtype answer for variables, Int8Weight, Int8, tensors and numpy arrays."""
+    from xlagen.kernels import precision
+    weight = np.ones((4, 3), np.float32)
+    int8 = precision.lower(weight, "float32", "int8", "w")
+    forms = {"float32 variable": (tf.Variable(weight), False), "bfloat16 variable": (tf.Variable(weight, dtype=tf.bfloat16), True),
+             "Int8Weight": (int8, True), "Int8": (int8.read(), True), "tensor": (tf.constant(weight), False),
+             "numpy": (weight, False)}
+    for name, (form, low) in forms.items():
+        assert precision.is_low(form) == low, name
+        assert precision.stored_dtype(form) == (tf.int8 if "Int8" in name else tf.bfloat16 if low else tf.float32), name
+
 
 def test_stack_traces_the_block_once_and_matches_an_unrolled_loop():
     """Layers with the same argument structure share one trace, inside a while loop too, and
