@@ -1,7 +1,7 @@
 """Model configs, Hub-format weight loading and forward passes with a KV cache.
 
-A model module exposes `parse_config(dict, source)`, `hub_shapes(config)` and
-`build(config, tensors, source)`; the built tf.Module offers the decoding interface of
+A model module exposes `parse_config(dict, source)`, `hub_shapes(config)`,
+`build(config, tensors, source)` and LAYER_FIELDS (the config fields that count layers); the built tf.Module offers the decoding interface of
 models/base.py (`prefill`, `step`, `reorder`, `logits`, `continues_prompt`), the same for every model.
 
 The model modules (and TensorFlow with them) are imported on first use, so that finding and
@@ -53,7 +53,16 @@ def load_model(folder, dtype=None, quantize=None):
     config = load_config(folder)
     paths = weight_files(folder)
     source = paths[0] if len(paths) == 1 else f"the {len(paths)} shards in {folder}"
-    return config, _module(config.model_type).build(config, read_tensors(paths), source).store(dtype, quantize)
+    module, tensors = _module(config.model_type), read_tensors(paths)
+    # A layer holds at least one tensor: a larger count cannot fit the files, and checked later
+    # it would first list the expected names of every layer (2**31 layers: tens of GB).
+    for field in module.LAYER_FIELDS:
+        count = getattr(config, field)
+        if count is not None and count > len(tensors):
+            raise CheckpointFormatError(
+                f"{os.path.join(folder, 'config.json')}: {field}={count}, but {source} holds only {len(tensors)} "
+                f"tensors, fewer than one per layer; set {field} to the checkpoint's layer count")
+    return config, module.build(config, tensors, source).store(dtype, quantize)
 
 
 __all__ = ["FAMILIES", "MODEL_TYPES", "load_config", "load_model", "read_json", "resolve", "XlagenError",

@@ -65,6 +65,10 @@ HUB_PREFIXES = ("transformer.",)
 IGNORED = ("attn.bias", "attn.masked_bias")
 
 
+# Config fields that count layers (models.load_model checks them against the files).
+LAYER_FIELDS = ("n_layer",)
+
+
 def parse_config(data, source):
     """GPT2Config from a config.json dict."""
     return config_lib.from_dict(GPT2Config, data, source, ALIASES)

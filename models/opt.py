@@ -67,6 +67,10 @@ class OPTConfig:
 HUB_PREFIXES = ("model.",)
 
 
+# Config fields that count layers (models.load_model checks them against the files).
+LAYER_FIELDS = ("num_hidden_layers",)
+
+
 def parse_config(data, source):
     """OPTConfig from a config.json dict."""
     return config_lib.from_dict(OPTConfig, data, source)

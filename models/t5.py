@@ -70,6 +70,10 @@ class T5Config:
             raise CheckpointFormatError(f"{source}: relative_attention_num_buckets must be at least 4")
 
 
+# Config fields that count layers (models.load_model checks them against the files).
+LAYER_FIELDS = ("num_layers", "num_decoder_layers")
+
+
 def parse_config(data, source):
     """T5Config from a config.json dict."""
     return config_lib.from_dict(T5Config, data, source)

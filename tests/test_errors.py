@@ -194,6 +194,19 @@ def test_integer_weights_are_refused(tmp_path):
         load(folder)
 
 
+
+@pytest.mark.parametrize("fixture,field", [("gpt2-tiny", "n_layer"), ("opt-tiny", "num_hidden_layers"),
+                                           ("t5-v1_1-tiny", "num_decoder_layers")])
+def test_a_layer_count_the_files_cannot_hold_is_refused_before_anything_is_built(tmp_path, fixture, field):
+    """A huge layer count once made load() list every layer's tensor names first (tens of GB)."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(fixture_path(fixture), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = 2**31
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointFormatError, match=f"config.json: {field}=2147483648, but .* holds only \\d+ tensors"):
+        load(folder)
+
 # -- property tests -----------------------------------------------------------------------------
 
 def _json_values():
