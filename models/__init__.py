@@ -1,8 +1,9 @@
 """Model configs, Hub-format weight loading and forward passes with a KV cache.
 
 A model module exposes `parse_config(dict, source)`, `hub_shapes(config)`,
-`build(config, tensors, source)` and LAYER_FIELDS (the config fields that count layers); the built tf.Module offers the decoding interface of
-models/base.py (`prefill`, `step`, `reorder`, `logits`, `continues_prompt`), the same for every model.
+`build(config, tensors, source)` and LAYER_FIELDS (the config fields that count layers); the
+built tf.Module offers the decoding interface of models/base.py (`prefill`, `step`, `reorder`,
+`logits`, `continues_prompt`), the same for every model.
 
 The model modules (and TensorFlow with them) are imported on first use, so that finding and
 fetching a checkpoint (`resolve`) and reading its files need no TensorFlow.

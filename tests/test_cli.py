@@ -16,15 +16,21 @@ def test_missing_model_is_one_line_error(capsys, tmp_path):
     assert err.startswith("xlagen: error:") and "does not exist" in err and "\n" not in err
 
 
+# Six eager greedy tokens of gpt2-tiny: what the assistant tests compare drafted text with.
+EAGER_GREEDY = ["generate", "--eager", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "6"]
+
+
+def _printed(capsys, *flags):
+    """stdout of a successful `xlagen generate` of "The for" with EAGER_GREEDY and flags."""
+    assert main(EAGER_GREEDY + list(flags) + ["The for"]) == 0
+    return capsys.readouterr().out
+
+
 def test_assistant_model_flag_drafts_for_the_model(capsys):
     """--assistant-model loads a second checkpoint that drafts; greedy text is plain greedy's."""
-    common = ["generate", "--eager", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "6"]
-    assert main(common + ["The for"]) == 0
-    plain = capsys.readouterr().out
-    assert main(common + ["--assistant-model", fixture_path("gpt2-variant"), "--num-assistant-tokens", "2",
-                          "The for"]) == 0
-    assert capsys.readouterr().out == plain
-    assert main(common + ["--assistant-model", fixture_path("opt-tiny"), "The for"]) == 2
+    plain = _printed(capsys)
+    assert _printed(capsys, "--assistant-model", fixture_path("gpt2-variant"), "--num-assistant-tokens", "2") == plain
+    assert main(EAGER_GREEDY + ["--assistant-model", fixture_path("opt-tiny"), "The for"]) == 2
     assert "vocabulary" in capsys.readouterr().err
 
 
@@ -39,18 +45,12 @@ def test_assistant_quantize_flag_loads_an_int8_draft_and_keeps_the_text(capsys, 
         return gen
 
     monkeypatch.setattr(engine, "load", recording_load)
-    common = ["generate", "--eager", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "6"]
-    assert main(common + ["The for"]) == 0
-    plain = capsys.readouterr().out
-    assert main(common + ["--assistant-model", fixture_path("gpt2-variant"), "--assistant-quantize", "int8",
-                          "The for"]) == 0
-    assert capsys.readouterr().out == plain
+    plain = _printed(capsys)
+    assert _printed(capsys, "--assistant-model", fixture_path("gpt2-variant"), "--assistant-quantize", "int8") == plain
     assert loaded[-2:] == [(fixture_path("gpt2-tiny"), None), (fixture_path("gpt2-variant"), "int8")]
     # Either assistant flag sets the assistant's storage alone: an int8 model may have a float32 draft.
-    assert main(common + ["--quantize", "int8", "--assistant-model", fixture_path("gpt2-variant"),
-                          "--assistant-dtype", "float32", "The for"]) == 0
-    capsys.readouterr()
+    _printed(capsys, "--quantize", "int8", "--assistant-model", fixture_path("gpt2-variant"), "--assistant-dtype", "float32")
     assert loaded[-2:] == [(fixture_path("gpt2-tiny"), "int8"), (fixture_path("gpt2-variant"), None)]
     with pytest.raises(SystemExit):
-        main(common + ["--assistant-quantize", "int8", "The for"])
+        main(EAGER_GREEDY + ["--assistant-quantize", "int8", "The for"])
     assert "--assistant-model" in capsys.readouterr().err

@@ -194,7 +194,6 @@ def test_integer_weights_are_refused(tmp_path):
         load(folder)
 
 
-
 @pytest.mark.parametrize("fixture,field", [("gpt2-tiny", "n_layer"), ("opt-tiny", "num_hidden_layers"),
                                            ("t5-v1_1-tiny", "num_decoder_layers")])
 def test_a_layer_count_the_files_cannot_hold_is_refused_before_anything_is_built(tmp_path, fixture, field):
@@ -206,6 +205,7 @@ def test_a_layer_count_the_files_cannot_hold_is_refused_before_anything_is_built
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointFormatError, match=f"config.json: {field}=2147483648, but .* holds only \\d+ tensors"):
         load(folder)
+
 
 # -- property tests -----------------------------------------------------------------------------
 

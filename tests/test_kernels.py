@@ -97,9 +97,10 @@ def test_stored_dtype_reads_no_variable_for_every_weight_form():
     from xlagen.kernels import precision
     weight = np.ones((4, 3), np.float32)
     int8 = precision.lower(weight, "float32", "int8", "w")
-    forms = {"float32 variable": (tf.Variable(weight), False), "bfloat16 variable": (tf.Variable(weight, dtype=tf.bfloat16), True),
-             "Int8Weight": (int8, True), "Int8": (int8.read(), True), "tensor": (tf.constant(weight), False),
-             "numpy": (weight, False)}
+    forms = {"float32 variable": (tf.Variable(weight), False),
+             "bfloat16 variable": (tf.Variable(weight, dtype=tf.bfloat16), True),
+             "Int8Weight": (int8, True), "Int8": (int8.read(), True),
+             "tensor": (tf.constant(weight), False), "numpy": (weight, False)}
     for name, (form, low) in forms.items():
         assert precision.is_low(form) == low, name
         assert precision.stored_dtype(form) == (tf.int8 if "Int8" in name else tf.bfloat16 if low else tf.float32), name
