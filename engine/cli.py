@@ -45,6 +45,12 @@ def _add_options(parser):
                         help="store the weight matrices as this dtype (default float32; computation stays float32)")
     parser.add_argument("--quantize", choices=["int8"], default=None,
                         help="store the weight matrices as int8 with one scale per output row (load(quantize=...))")
+    screen = parser.add_mutually_exclusive_group()
+    screen.add_argument("--no-head-screen", dest="head_screen", action="store_const", const=False, default=None,
+                        help="keep no int8 copy of a large float32 LM head for greedy steps to read "
+                             "(load(head_screen=False)): the same tokens, a slower step, a quarter of the head less memory")
+    screen.add_argument("--head-screen", dest="head_screen", action="store_const", const=True,
+                        help="keep the int8 head screen however small the head (load(head_screen=True))")
     parser.add_argument("--compile-cache", metavar="DIR", default=None,
                         help="keep compiled programs in DIR for later runs (default: $XLAGEN_CACHE_DIR, else "
                              "~/.cache/xlagen/xla; an empty DIR turns the cache off)")
@@ -264,7 +270,8 @@ def _batch(args, gen):
         def generate(todo, options):
             return beam.generate(todo, ["--runner", args.runner] + beam_args, model=args.model, revision=args.revision,
                                  batch_size=args.batch_size, compile_cache=args.compile_cache, options=options,
-                                 staging=args.staging, load_kwargs={"dtype": args.dtype, "quantize": args.quantize})
+                                 staging=args.staging, load_kwargs={"dtype": args.dtype, "quantize": args.quantize,
+                                                                   "head_screen": args.head_screen})
     bar = _Bar(show and not args.runner)
     logger = logging.getLogger("xlagen")
     status = _BarStatus(bar)
@@ -295,7 +302,8 @@ def _run(args):
         logger.addHandler(_StatusLine(sys.stderr))
         logger.setLevel(logging.INFO)
     try:
-        gen = load(args.model, revision=args.revision, dtype=args.dtype, quantize=args.quantize)
+        gen = load(args.model, revision=args.revision, dtype=args.dtype, quantize=args.quantize,
+                   head_screen=args.head_screen)
         if args.command == "batch":
             return _batch(args, gen)
         if args.command == "export":
@@ -310,7 +318,7 @@ def _run(args):
             options["assistant_model"] = load(
                 args.assistant_model, revision=args.revision,
                 dtype=args.assistant_dtype if own else args.dtype,
-                quantize=args.assistant_quantize if own else args.quantize)
+                quantize=args.assistant_quantize if own else args.quantize, head_screen=args.head_screen)
         texts = gen.generate_text(args.prompts, jit_compile=not args.eager, **options)
     except XlagenError as e:
         print(f"xlagen: error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from xlagen.kernels import cache, sampling, search, stopping
+from xlagen.kernels import cache, sampling, screen, search, stopping
 from xlagen.kernels.shapes import dim
 
 from . import processing
@@ -246,6 +246,20 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
     return out
 
 
+def screened(model, strategy, rows):
+    """Whether a program's greedy steps pick their token from the model's head screen
+    (kernels.screen) instead of the whole float32 head, when compiled (eagerly, the plain head
+    is what a reader steps through): greedy decoding with a screen, of at most
+    kernels.screen.MAX_ROWS rows known at trace time, without output_scores, and without a
+    processor that changes a logit other than the two checked inside the program
+    (min_new_tokens' EOS ban, which the screen applies too, and a repetition_penalty other
+    than 1, which reads the whole head). Stop strings change no logit.
+    rows: python int, or a tensor when unknown."""
+    return (model.screen is not None and strategy.kind == "greedy" and not strategy.output_scores
+            and not strategy.no_repeat_ngram_size and strategy.controls._replace(stop=()) == processing.Controls()
+            and isinstance(rows, int) and rows <= screen.MAX_ROWS)
+
+
 class RowState(NamedTuple):
     """The greedy / sampling loop state.
 
@@ -270,13 +284,30 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
     batch, prompt_len, vocab = dim(history, 0), history.shape[1], logits.shape[-1]
     group = strategy.group
 
+    def processed(logits, state):
+        return processing.scores(logits, state.history, prompt_len + state.step, state.step, knobs, strategy,
+                                 prepared, group)
+
     def choose(logits, state):
-        length = prompt_len + state.step
-        scores = processing.scores(logits, state.history, length, state.step, knobs, strategy, prepared, group)
+        scores = processed(logits, state)
         if strategy.kind == "sample":
             token = sampling.sample(scores, knobs.seed, state.step)
         else:
             token = tf.argmax(_ranked(scores, strategy), axis=-1, output_type=tf.int32)
+        return advance(state, token, scores)
+
+    def choose_screened(hidden, state):  # greedy's token from the head screen; hidden [B*G, E]
+        def whole_head():
+            return tf.argmax(processed(model.head(hidden), state), axis=-1, output_type=tf.int32)
+
+        def read_screen():  # the processors left are min_new_tokens' EOS ban and a penalty of 1
+            banned = tf.logical_and(search.is_any_of(tf.range(vocab), knobs.eos_ids), state.step < knobs.min_new_tokens)
+            return screen.argmax(model.head_input(hidden), model.head_table, model.screen, banned, whole_head)
+
+        return advance(state, tf.cond(tf.equal(knobs.repetition_penalty, 1.0), read_screen, whole_head), None)
+
+    def advance(state, token, scores):
+        length = prompt_len + state.step
         token, done = search.finish(token, state.done, knobs.eos_ids, knobs.pad_id)
         history = cache.write_columns(state.history, token[:, None], length)
         done = tf.logical_or(done, stopped(history, length + 1, knobs, strategy))
@@ -297,6 +328,9 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
         return tf.logical_and(state.step < max_new_tokens, tf.logical_not(tf.reduce_all(state.done)))
 
     def body(state, token):
+        if screened(model, strategy, rows) and not tf.executing_eagerly():
+            _, model_state, hidden = model.step(_grouped(token, group), state.model, hidden=True)
+            return choose_screened(_flat(hidden), state._replace(model=model_state))
         logits, model_state = model.step(_grouped(token, group), state.model)
         return choose(_flat(logits), state._replace(model=model_state))
 

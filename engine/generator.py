@@ -30,7 +30,8 @@ MAX_PROGRAMS = 32
 MAX_BATCH = 32
 
 
-def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revision=None, dtype=None, quantize=None):
+def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revision=None, dtype=None, quantize=None,
+         head_screen=None):
     """Load a checkpoint folder in Hub layout, a Hub id (with huggingface_hub installed), or,
     with no argument or "default", the small GPT-2 trained on Python's documentation that
     ships inside the package.
@@ -50,6 +51,11 @@ def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revisi
       float32 scale per output row, computed here from the checkpoint's weights; vectors (norms,
       biases) stay float32. Computation, the KV cache and the logits stay float32 either way.
       README, "Low-precision weights", has the measured speed and quality.
+    head_screen: keep an int8 copy of a float32 LM head (a quarter of its size: 39 MB for
+      GPT-2-small) from which greedy steps of up to 4 rows pick their token exactly, reading
+      the float32 head only for the few rows that could win (kernels.screen; README, "The head
+      screen"). None (the default): for heads of at least 4M weights (kernels.screen.MIN_ELEMENTS),
+      where it pays; True: for any float32 head; False: never. No effect with dtype= or quantize=.
     Returns a Generator. Raises a subclass of xlagen.models.XlagenError naming the file at fault.
     """
     from xlagen.kernels import precision
@@ -58,7 +64,12 @@ def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revisi
     except ValueError as e:
         raise GenerationArgumentError(f"load(): {e}") from None
     folder = models.resolve(name_or_path, revision)
+    if head_screen is not None and not isinstance(head_screen, (bool, np.bool_)):
+        raise GenerationArgumentError(f"load(): head_screen must be None (for large heads), True or False, "
+                                      f"got {head_screen!r}")
     config, model = models.load_model(folder, dtype, quantize)
+    if head_screen is not False:
+        model.add_screen(small=bool(head_screen))
     if model.unused:
         warnings.warn(f"{folder}: tensors not used by {config.model_type}: {', '.join(model.unused[:10])}"
                       + (" ..." if len(model.unused) > 10 else ""), stacklevel=2)

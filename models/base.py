@@ -7,6 +7,9 @@
     step(tokens [B, G], state, hidden=False) -> (logits [B, G, V] for the next token, state)
            with hidden=True (logits, state, hidden [B, G, E] float32 of the fed tokens)
     reorder(state, parents [B, G]) -> state      row g continues row parents[b, g]'s history
+    head(hidden [..., E]) -> logits [..., V]     the LM head alone: dense(head_input(hidden), head_table)
+    screen: a kernels.screen.HeadScreen of head_table (add_screen) or None; greedy steps then
+           take step(hidden=True)'s hidden states and read the screen instead of the logits
     extend(tokens [B, G, T], state, filled [B, G]) -> (logits [B, G, T, V], state)
            T tokens per row at the row's own generated positions filled..filled+T-1 (a
            multi-token step: prompt lookup checks T draft positions with one read of the
@@ -37,7 +40,7 @@ cache. `state` is a dict of tensors whose shapes never change during decoding; i
 """
 import tensorflow as tf
 
-from xlagen.kernels import attention, cache, layers, positions, precision
+from xlagen.kernels import attention, cache, layers, positions, precision, screen
 from xlagen.kernels.shapes import dim
 
 from .checkpoint import take
@@ -85,13 +88,36 @@ class CachedLM(tf.Module):
         for name, var in list(self.w.items()):
             if var.shape.rank == 2 and not name.endswith(self.float32_only):
                 self.w[name] = precision.lower(var.numpy(), dtype, quantize, name.replace(".", "_"))
-        self.dtype, self.quantize = dtype, quantize
+        self.dtype, self.quantize, self.screen = dtype, quantize, None  # a narrow head needs no screen
         return self
 
     @property
     def weight_bytes(self):
-        """Resident bytes of the weights, as stored (python int)."""
-        return sum(precision.nbytes(w) for w in self.w.values())
+        """Resident bytes of the weights, as stored, the head screen included (python int)."""
+        return sum(precision.nbytes(w) for w in self.w.values()) + (self.screen.nbytes if self.screen else 0)
+
+    # kernels.screen.HeadScreen of the LM head (see add_screen), or None.
+    screen = None
+
+    def head(self, hidden):
+        """Vocabulary logits: hidden [..., E] float32 -> [..., V] float32, the product of
+        head_input(hidden) and the model's head_table [V, E]."""
+        return layers.dense(self.head_input(hidden), self.head_table)
+
+    def head_input(self, hidden):
+        """What the LM head multiplies: the final hidden states themselves, [..., E] float32."""
+        return hidden
+
+    def add_screen(self, small=False):
+        """Keep an int8 copy of the LM head that greedy steps read instead of the float32 head
+        (kernels.screen: same tokens, a quarter of the head's bytes per step); a head of fewer
+        than kernels.screen.MIN_ELEMENTS only with small=True. Only a float32 head gains from
+        it: with dtype= or quantize= the head is narrow already and nothing is added. Returns self."""
+        table = self.head_table
+        large = table.shape.num_elements() >= screen.MIN_ELEMENTS
+        if (self.dtype, self.quantize) == ("float32", None) and self.screen is None and (large or small):
+            self.screen = screen.build(table.numpy())
+        return self
 
     def layer_weights(self, prefix):
         """{name after prefix: variable} of the weights named prefix + name (one layer's)."""
@@ -153,7 +179,8 @@ class DecoderLM(CachedLM):
         attend(q, k, v, memory[i], scale) -> ([..., H*D], new memory[i]) for the attention of
         layer i given its q, k, v of shape [..., H*D] and the python float _scale(i);
       _scale(i) -> python float multiplying the attention scores of layer i;
-      head(hidden [..., E]) -> logits [..., V].
+      head_table: the LM head's [V, E] weight, and head_input(hidden) when the head does more
+        than multiply the final hidden states by it.
 
     Decoding state (B prompts, G rows per prompt):
       kv:       tuple of kernels.cache.LayerKV, one per layer

@@ -133,10 +133,10 @@ class GPT2(DecoderLM):
                                             for i in range(c.n_layer)])
         return layers.layer_norm(x, w["ln_f.weight"], w["ln_f.bias"], eps), memory
 
-    def head(self, hidden):
-        """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to wte unless the config says not)."""
-        table = self.w["wte.weight"] if self.config.tie_word_embeddings else self.w["lm_head.weight"]
-        return layers.dense(hidden, table)
+    @property
+    def head_table(self):
+        """The LM head's [V, E] weight: lm_head tied to wte unless the config says not."""
+        return self.w["wte.weight" if self.config.tie_word_embeddings else "lm_head.weight"]
 
 
 def build(config, tensors, source):

@@ -158,10 +158,10 @@ class OPT(DecoderLM):
             x = layers.dense(x, w["decoder.project_out.weight"])
         return x, memory
 
-    def head(self, hidden):
-        """Vocabulary logits: [..., E] -> [..., V] float32 (lm_head tied to embed_tokens unless untied)."""
-        table = self.w["decoder.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"]
-        return layers.dense(hidden, table)
+    @property
+    def head_table(self):
+        """The LM head's [V, E] weight: lm_head tied to embed_tokens unless untied."""
+        return self.w["decoder.embed_tokens.weight" if self.config.tie_word_embeddings else "lm_head.weight"]
 
 
 def build(config, tensors, source):

@@ -214,11 +214,14 @@ class T5(CachedLM):
         return self._stack("decoder", decoder_input_ids, self._block_attention(bias),
                            [None] * self.config.decoder_layers, attend_cross, cross)
 
-    def head(self, hidden):
-        """Vocabulary logits: [..., E] -> [..., V] float32 (v1.0's tied head rescales by d_model**-0.5)."""
-        if self.config.tie_word_embeddings:
-            return layers.dense(hidden * self.config.d_model ** -0.5, self.w["shared.weight"])
-        return layers.dense(hidden, self.w["lm_head.weight"])
+    @property
+    def head_table(self):
+        """The LM head's [V, E] weight: shared (tied, v1.0) or lm_head."""
+        return self.w["shared.weight" if self.config.tie_word_embeddings else "lm_head.weight"]
+
+    def head_input(self, hidden):
+        """v1.0's tied head rescales the hidden states by d_model**-0.5: [..., E] -> [..., E]."""
+        return hidden * self.config.d_model ** -0.5 if self.config.tie_word_embeddings else hidden
 
     # -- the decoding interface (models/base.py) -------------------------------------------
 

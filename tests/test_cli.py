@@ -26,6 +26,27 @@ def _printed(capsys, *flags):
     return capsys.readouterr().out
 
 
+def test_head_screen_flags_reach_load_and_keep_the_text(capsys, monkeypatch):
+    """Compiled greedy text is the same with the screen (--head-screen: the fixture's head is
+    small, so none by default) and without (--no-head-screen)."""
+    import xlagen.engine as engine
+    screened, real_load = [], engine.load
+
+    def recording_load(path, **kwargs):
+        gen = real_load(path, **kwargs)
+        screened.append(gen.model.screen is not None)
+        return gen
+
+    monkeypatch.setattr(engine, "load", recording_load)
+    texts = []
+    for flags in ([], ["--head-screen"], ["--no-head-screen"]):
+        assert main(["generate", "--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "6", *flags, "The for"]) == 0
+        texts.append(capsys.readouterr().out)
+    assert screened == [False, True, False] and texts[0] == texts[1] == texts[2]
+    with pytest.raises(SystemExit):
+        main(["generate", "--head-screen", "--no-head-screen", "The for"])
+
+
 def test_assistant_model_flag_drafts_for_the_model(capsys):
     """--assistant-model loads a second checkpoint that drafts; greedy text is plain greedy's."""
     plain = _printed(capsys)

@@ -1,0 +1,143 @@
+"""The head screen (kernels.screen): greedy steps read an int8 copy of the LM head and pick the
+token exactly. The kernel against the float32 argmax (ties, bans, fallbacks, its bound); whole
+greedy calls with and without the screen, token for token, on every family; that the compiled
+step really reads the screen; and where it stays off."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import fixture_path
+from xlagen.engine import GenerationArgumentError, decode, load
+from xlagen.kernels import layers, precision, screen
+
+FALLBACK = -7  # what the tests' fallback returns: a token no screen decision can be
+
+
+def _screened(table, x, banned=None):
+    """screen.argmax compiled, for np arrays table [V, E] and x [R, E]: [R] np.int32."""
+    head = screen.build(table)
+    rows = x.shape[0]
+
+    @tf.function(jit_compile=True)
+    def run(x):
+        return screen.argmax(x, tf.constant(table), head, None if banned is None else tf.constant(banned),
+                             lambda: tf.fill([rows], FALLBACK))
+    return run(tf.constant(x)).numpy()
+
+
+def _table(vocab=3000, width=64, seed=0):
+    return (np.random.default_rng(seed).standard_normal((vocab, width)) * 0.02).astype(np.float32)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_the_screen_picks_the_float32_argmax(rows):
+    for seed in range(5):
+        table = _table(seed=seed)
+        x = np.random.default_rng(seed + 10).standard_normal((rows, 64)).astype(np.float32)
+        np.testing.assert_array_equal(_screened(table, x), np.argmax(x.astype(np.float64) @ table.T.astype(np.float64), -1))
+
+
+def test_ties_go_to_the_lowest_id_and_banned_tokens_are_never_picked():
+    table = _table()
+    x = np.random.default_rng(3).standard_normal((1, 64)).astype(np.float32)
+    top = int(np.argmax(x @ table.T))
+    tied = table.copy()
+    tied[[7, 2900]] = table[top]  # three identical largest rows: 7 wins, as tf.argmax's first
+    assert _screened(tied, x)[0] == 7
+    banned = np.zeros(len(table), bool)
+    banned[[7, top]] = True
+    assert _screened(tied, x, banned)[0] == 2900
+    second = np.argsort(-(x @ table.T)[0])[1]
+    banned[:] = False
+    banned[top] = True
+    assert _screened(table, x, banned)[0] == second
+
+
+def test_what_the_screen_cannot_decide_falls_back_to_the_whole_head():
+    table = _table()
+    x = np.random.default_rng(4).standard_normal((2, 64)).astype(np.float32)
+    bad = x.copy()
+    bad[1, 3] = np.nan
+    np.testing.assert_array_equal(_screened(table, bad), [FALLBACK, FALLBACK])
+    # Rows that differ by less than their int8 error: more candidates than the passes can check.
+    close = np.tile(table[:1], (len(table), 1)) + np.random.default_rng(5).standard_normal(table.shape).astype(np.float32) * 1e-6
+    np.testing.assert_array_equal(_screened(close, x), [FALLBACK, FALLBACK])
+    assert screen.build(np.where(np.eye(4, 3) > 0, np.inf, 1.0).astype(np.float32)) is None
+
+
+def test_the_radius_bounds_the_screened_logit_error():
+    table = _table(vocab=20000, width=768)
+    head = screen.build(table)
+    x = (np.random.default_rng(6).standard_normal((4, 768)) * 30).astype(np.float32)
+    approx = tf.function(jit_compile=True)(
+        lambda x: layers.dense(x, precision.Int8(head.values.value(), head.scale.value())))(tf.constant(x)).numpy()
+    exact = x.astype(np.float64) @ table.T.astype(np.float64)
+    error = np.abs(exact - approx)
+    bound = np.linalg.norm(x, axis=1, keepdims=True) * head.radius.numpy()[None]
+    assert (error <= bound).all()
+    assert error.max() > bound.max() / 1000  # the bound is not vacuous
+
+
+@pytest.mark.parametrize("fixture", ["gpt2-tiny", "opt-tiny", "t5-v1_0-tiny", "t5-v1_1-tiny"])
+@pytest.mark.parametrize("batch, options", [(1, {}), (2, dict(min_new_tokens=12)), (4, dict(num_return_sequences=1)),
+                                            (1, dict(repetition_penalty=1.3)), (3, {})],
+                         ids=["1row", "2rows-min-new", "4rows", "penalty", "3rows"])
+def test_greedy_tokens_are_the_same_with_and_without_the_screen(fixture, batch, options):
+    screened, plain = _load(fixture, True), _load(fixture, False)
+    assert screened.model.screen is not None and plain.model.screen is None
+    ids = np.random.default_rng(batch).integers(3, screened.vocab_size, size=(batch, 6)).astype(np.int32)
+    np.testing.assert_array_equal(screened.generate(ids, max_new_tokens=16, **options),
+                                  plain.generate(ids, max_new_tokens=16, **options))
+
+
+_LOADED = {}
+
+
+def _load(fixture, head_screen):
+    """The fixtures' heads are small: load() screens them only when asked (head_screen=True)."""
+    if (fixture, head_screen) not in _LOADED:
+        _LOADED[fixture, head_screen] = load(fixture_path(fixture), head_screen=head_screen)
+    return _LOADED[fixture, head_screen]
+
+
+def test_compiled_greedy_steps_read_the_screen(tmp_path):
+    """A screen whose int8 copy is all zeros with a zero radius bounds every logit by 0: the
+    step then keeps the best of its first candidates, not the argmax, so its tokens differ
+    from the plain head's, and they do not once the screen is set right again."""
+    gen = load(fixture_path("gpt2-tiny"), head_screen=True)
+    ids = np.random.default_rng(0).integers(3, gen.vocab_size, size=(1, 6)).astype(np.int32)
+    right = gen.generate(ids, max_new_tokens=12)
+    values, radius = gen.model.screen.values.numpy(), gen.model.screen.radius.numpy()
+    gen.model.screen.values.assign(np.zeros_like(values))
+    gen.model.screen.radius.assign(np.zeros_like(radius))
+    wrong = gen.generate(ids, max_new_tokens=12)
+    assert not np.array_equal(wrong[:, 7:], right[:, 7:])  # the prefill's first token is not screened
+    gen.model.screen.values.assign(values)
+    gen.model.screen.radius.assign(radius)
+    np.testing.assert_array_equal(gen.generate(ids, max_new_tokens=12), right)
+
+
+def test_where_the_screen_stays_off():
+    gen = _load("gpt2-tiny", True)
+    greedy = decode.Strategy()
+    assert decode.screened(gen.model, greedy, 1) and decode.screened(gen.model, greedy, 4)
+    assert not decode.screened(gen.model, greedy, 5)  # five int8 reads cost more than one float32 read
+    assert not decode.screened(gen.model, greedy, tf.constant(1))  # an open batch (a SavedModel's)
+    assert not decode.screened(gen.model, greedy._replace(output_scores=True), 1)  # scores need every logit
+    assert not decode.screened(gen.model, greedy._replace(no_repeat_ngram_size=2), 1)
+    assert not decode.screened(gen.model, greedy._replace(kind="sample"), 1)
+    assert not decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(suppress=8)), 1)
+    assert decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(stop=("k",))), 1)
+    for narrow in (dict(dtype="bfloat16"), dict(quantize="int8")):
+        assert load(fixture_path("gpt2-tiny"), head_screen=True, **narrow).model.screen is None
+    # a head of fewer than MIN_ELEMENTS weights gets none unless asked
+    assert _load("gpt2-tiny", None).model.screen is None
+
+
+def test_the_screen_is_counted_and_load_checks_its_argument():
+    gen, plain = _load("opt-tiny", True), _load("opt-tiny", False)
+    assert gen.weight_bytes == plain.weight_bytes + gen.model.screen.nbytes
+    vocab, width = gen.model.head_table.shape
+    assert gen.model.screen.nbytes == vocab * width + 8 * vocab
+    with pytest.raises(GenerationArgumentError, match="head_screen must be None"):
+        load(fixture_path("opt-tiny"), head_screen="no")
