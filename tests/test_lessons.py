@@ -29,7 +29,7 @@ def run(number, capsys, *flags):
 def test_every_lesson_has_a_test():
     numbers = sorted(int(os.path.basename(p)[:2]) for p in glob.glob(os.path.join(LESSONS, "[0-9][0-9]_*.py")))
     tested = sorted(int(name.split("_")[2]) for name in globals() if name.startswith("test_lesson_"))
-    assert numbers == tested == list(range(1, 9))
+    assert numbers == tested == list(range(1, 10))
 
 
 def test_lesson_01_eager_tf_function_and_xla_choose_the_same_tokens(capsys):
@@ -80,3 +80,11 @@ def test_lesson_08_bisection_keeps_what_sorting_keeps(capsys, tmp_path):
     result, _ = run(8, capsys, "--plot", str(plot))
     assert all(result["same_kept"])
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the --plot path draws a real PNG
+
+
+def test_lesson_09_the_screen_keeps_greedy_tokens_and_leaves_few_candidates(capsys):
+    result, printed = run(9, capsys)
+    assert result["same_tokens"] and set(result["ms"]) == {"screen", "whole head"}
+    # the winner always reaches its own bound; a trained model's bound rules out nearly every other token
+    assert len(result["undecided"]) == 8 and min(result["undecided"]) >= 1 and max(result["undecided"]) < 50
+    assert "tokens the bound left per step" in printed
