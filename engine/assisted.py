@@ -40,11 +40,16 @@ def assisted_search(model, assistant, logits, model_state, history, input_ids, a
     """
     k, group = strategy.draft_tokens, strategy.group
     _, draft_state, _ = assistant.prefill(input_ids, attention_mask, knobs.decoder_start_id, max_new_tokens + k, group)
+    # Greedy drafts from the assistant's head screen (decode.screened): its head is most of what a
+    # draft step reads. output_scores returns the model's scores, never the assistant's.
+    screens = (decode.screened(assistant, strategy._replace(output_scores=False), dim(input_ids, 0) * group)
+               and not tf.executing_eagerly())
 
     def extend(tokens, state, filled):
-        """assistant.extend over the flat rows: tokens [R, T], filled [R] -> (logits [R, T, V], state)."""
-        logits, state = assistant.extend(decode._grouped(tokens, group), state, decode._grouped(filled, group))
-        return decode._flat(logits), state
+        """assistant.extend over the flat rows: tokens [R, T], filled [R] -> (logits [R, T, V],
+        or with screens the hidden states [R, T, E], and the state)."""
+        out = assistant.extend(decode._grouped(tokens, group), state, decode._grouped(filled, group), hidden=screens)
+        return decode._flat(out[2] if screens else out[0]), out[1]
 
     def propose(state, length, last):
         """(drafts [R, K] int32, count [R] int32 (K: an EOS draft ends the row where accepted),
@@ -57,10 +62,16 @@ def assisted_search(model, assistant, logits, model_state, history, input_ids, a
         logits = tf.where(two[:, None], logits[:, 1], logits[:, 0])  # after the row's last token
 
         def choose(i, logits, history):
-            """Draft i from the assistant's logits [R, V] after the history: (token [R], its
-            processed scores [R, V], the history with it written)."""
-            scores = processing.scores(logits, history, length + i, state.step + i, knobs, strategy, prepared, group)
-            token = lookup.pick(scores, knobs, strategy, lookup.draw(state, 2 + i, strategy))
+            """Draft i from the assistant's logits [R, V] (with screens, hidden states [R, E])
+            after the history: (token [R], its processed scores [R, V] (None with screens),
+            the history with it written)."""
+            if screens:
+                token, scores = decode.screened_token(assistant, logits, history, length + i, state.step + i, knobs,
+                                                      strategy, prepared, group), None
+            else:
+                scores = processing.scores(logits, history, length + i, state.step + i, knobs, strategy, prepared,
+                                           group)
+                token = lookup.pick(scores, knobs, strategy, lookup.draw(state, 2 + i, strategy))
             return token, scores, cache.write_at(history, token[:, None], length + i)
 
         def keep(q, scores, i):

@@ -249,15 +249,33 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
 def screened(model, strategy, rows):
     """Whether a program's greedy steps pick their token from the model's head screen
     (kernels.screen) instead of the whole float32 head, when compiled (eagerly, the plain head
-    is what a reader steps through): greedy decoding with a screen, of at most
+    is what a reader steps through): greedy decoding, or a greedy assistant's drafts
+    (engine.assisted; `model` the assistant), with a screen, of at most
     kernels.screen.MAX_ROWS rows known at trace time, without output_scores, and without a
     processor that changes a logit other than the two checked inside the program
     (min_new_tokens' EOS ban, which the screen applies too, and a repetition_penalty other
     than 1, which reads the whole head). Stop strings change no logit.
     rows: python int, or a tensor when unknown."""
-    return (model.screen is not None and strategy.kind == "greedy" and not strategy.output_scores
+    return (model.screen is not None and strategy.kind in ("greedy", "assisted") and not strategy.do_sample
+            and not strategy.output_scores
             and not strategy.no_repeat_ngram_size and strategy.controls._replace(stop=()) == processing.Controls()
             and isinstance(rows, int) and rows <= screen.MAX_ROWS)
+
+
+def screened_token(model, hidden, history, length, step, knobs, strategy, prepared, group):
+    """Greedy's token from the model's head screen (where screened() holds): hidden [R, E]
+    float32, the final hidden states; history, length, step as for processing.scores (step a
+    scalar or [R] int32). Returns [R] int32, the argmax of the processed logits."""
+    def whole_head():
+        scores = processing.scores(model.head(hidden), history, length, step, knobs, strategy, prepared, group)
+        return tf.argmax(scores, axis=-1, output_type=tf.int32)
+
+    # The processors left are min_new_tokens' EOS ban, which the screen applies, and the
+    # repetition penalty: not 1, the whole head is read (the screen's token is not used).
+    eos = search.is_any_of(tf.range(model.screen.values.shape[0]), knobs.eos_ids)
+    banned = tf.logical_and(eos[None], tf.reshape(step < knobs.min_new_tokens, [-1, 1]))
+    token, decided = screen.argmax(model.head_input(hidden), model.head_table, model.screen, banned)
+    return tf.cond(tf.logical_and(decided, tf.equal(knobs.repetition_penalty, 1.0)), lambda: token, whole_head)
 
 
 class RowState(NamedTuple):
@@ -296,15 +314,10 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
             token = tf.argmax(_ranked(scores, strategy), axis=-1, output_type=tf.int32)
         return advance(state, token, scores)
 
-    def choose_screened(hidden, state):  # greedy's token from the head screen; hidden [B*G, E]
-        def whole_head():
-            return tf.argmax(processed(model.head(hidden), state), axis=-1, output_type=tf.int32)
-
-        def read_screen():  # the processors left are min_new_tokens' EOS ban and a penalty of 1
-            banned = tf.logical_and(search.is_any_of(tf.range(vocab), knobs.eos_ids), state.step < knobs.min_new_tokens)
-            return screen.argmax(model.head_input(hidden), model.head_table, model.screen, banned, whole_head)
-
-        return advance(state, tf.cond(tf.equal(knobs.repetition_penalty, 1.0), read_screen, whole_head), None)
+    def choose_screened(hidden, state):
+        token = screened_token(model, hidden, state.history, prompt_len + state.step, state.step, knobs, strategy,
+                               prepared, group)
+        return advance(state, token, None)
 
     def advance(state, token, scores):
         length = prompt_len + state.step

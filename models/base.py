@@ -10,7 +10,7 @@
     head(hidden [..., E]) -> logits [..., V]     the LM head alone: dense(head_input(hidden), head_table)
     screen: a kernels.screen.HeadScreen of head_table (add_screen) or None; greedy steps then
            take step(hidden=True)'s hidden states and read the screen instead of the logits
-    extend(tokens [B, G, T], state, filled [B, G]) -> (logits [B, G, T, V], state)
+    extend(tokens [B, G, T], state, filled [B, G], hidden=False) -> (logits [B, G, T, V], state)
            T tokens per row at the row's own generated positions filled..filled+T-1 (a
            multi-token step: prompt lookup checks T draft positions with one read of the
            weights); decoder-only models (supports_extend True)
@@ -246,7 +246,7 @@ class DecoderLM(CachedLM):
 
     supports_extend = True
 
-    def extend(self, tokens, state, filled):
+    def extend(self, tokens, state, filled, hidden=False):
         """Feed T tokens per row at each row's own generated positions (a multi-token step).
 
         Rows may hold different numbers of generated positions (they accepted different numbers
@@ -255,8 +255,10 @@ class DecoderLM(CachedLM):
         Args:
           tokens: [B, G, T] int32.  state: as returned by prefill or extend.
           filled: [B, G] int32, generated positions each row holds; its tokens take the next T.
+          hidden: python bool, also return the fed tokens' final hidden states.
         Returns:
-          (logits [B, G, T, V] float32, each for the token after tokens[..., t], new state).
+          (logits [B, G, T, V] float32, each for the token after tokens[..., t], new state),
+          with hidden=True followed by the hidden states [B, G, T, E] float32.
         """
         b, g, t = dim(tokens, 0), tokens.shape[1], tokens.shape[2]
         shape = [b, g, t, self.num_heads, self.head_dim]
@@ -269,7 +271,8 @@ class DecoderLM(CachedLM):
         position = state["position"][:, None, None] + filled[:, :, None] + tf.range(t)
         with layers.decode_step():
             states, kvs = self._blocks(tokens, position, attend, state["kv"])
-            return self.head(states), dict(state, kv=tuple(kvs))
+            out = (self.head(states), dict(state, kv=tuple(kvs)))
+        return out + (states,) if hidden else out
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Logits at every position in one forward pass.

@@ -10,18 +10,17 @@ from conftest import fixture_path
 from xlagen.engine import GenerationArgumentError, decode, load
 from xlagen.kernels import layers, precision, screen
 
-FALLBACK = -7  # what the tests' fallback returns: a token no screen decision can be
+FALLBACK = -7  # the tests' token where the screen did not decide: a token no decision can be
 
 
 def _screened(table, x, banned=None):
     """screen.argmax compiled, for np arrays table [V, E] and x [R, E]: [R] np.int32."""
     head = screen.build(table)
-    rows = x.shape[0]
 
     @tf.function(jit_compile=True)
     def run(x):
-        return screen.argmax(x, tf.constant(table), head, None if banned is None else tf.constant(banned),
-                             lambda: tf.fill([rows], FALLBACK))
+        token, decided = screen.argmax(x, tf.constant(table), head, None if banned is None else tf.constant(banned)[None])
+        return tf.where(decided, token, FALLBACK)
     return run(tf.constant(x)).numpy()
 
 
@@ -141,3 +140,22 @@ def test_the_screen_is_counted_and_load_checks_its_argument():
     assert gen.model.screen.nbytes == vocab * width + 8 * vocab
     with pytest.raises(GenerationArgumentError, match="head_screen must be None"):
         load(fixture_path("opt-tiny"), head_screen="no")
+
+
+def test_a_screened_assistant_drafts_what_its_whole_head_drafts():
+    """Assisted greedy decoding, gpt2-tiny drafting for itself: the assistant's drafts come from
+    its screen, and each step accepts what it accepts from an unscreened assistant (every
+    draft); with the screen zeroed (every bound 0) the drafts change, the model's tokens do not."""
+    target = _load("gpt2-tiny", False)
+    ids = np.random.default_rng(1).integers(3, target.vocab_size, size=(2, 6)).astype(np.int32)
+    screened, plain = (load(fixture_path("gpt2-tiny"), head_screen=on) for on in (True, False))
+    kwargs = dict(max_new_tokens=12, num_assistant_tokens=3, output_scores=True)
+    a, b = (target.generate(ids, assistant_model=g, **kwargs) for g in (screened, plain))
+    np.testing.assert_array_equal(a.sequences, b.sequences)
+    np.testing.assert_array_equal(a.accepted, b.accepted)
+    assert (a.accepted[:, :2] == 3).all() and (a.accepted == a.drafted).all()
+    screened.model.screen.values.assign(np.zeros_like(screened.model.screen.values.numpy()))
+    screened.model.screen.radius.assign(np.zeros_like(screened.model.screen.radius.numpy()))
+    c = target.generate(ids, assistant_model=screened, **kwargs)
+    np.testing.assert_array_equal(c.sequences, a.sequences)
+    assert not np.array_equal(c.accepted, a.accepted)

@@ -186,11 +186,18 @@ def first_and_best(call, reps):
     return time.perf_counter() - start, best_seconds(call, reps)
 
 
-def bytes_per_step(gen, batch, prompt, new, group):
-    """Bytes a decode step must read: the weights it uses once, plus the average KV cache."""
+def bytes_per_step(gen, batch, prompt, new, group, options):
+    """Bytes a decode step must read: the weights it uses once, plus the average KV cache. A
+    greedy step of up to kernels.screen.MAX_ROWS rows reads the head screen instead of the
+    float32 head (engine.decode.screened), and only the screen is counted."""
+    from xlagen.kernels import screen
     model, family = gen.model, gen.config.model_type
-    weights = 0
+    greedy = not ({"do_sample", "num_beams", "penalty_alpha", "assistant_layers"} | DRAFT_OPTIONS) & options.keys()
+    screened = model.screen is not None and greedy and batch * group <= screen.MAX_ROWS
+    weights = model.screen.nbytes if screened else 0
     for name, var in model.w.items():
+        if screened and var is model.head_table:
+            continue
         if var.shape.rank != 2:
             continue  # norms and biases: negligible
         if family == "gpt2" and name == "wpe.weight" or family == "opt" and name.endswith("embed_positions.weight"):
@@ -433,7 +440,7 @@ def main(argv=None):
             options["assistant_model"] = load(draft, memory_limit=2**40, quantize=quantize)
         lookup = bool(DRAFT_OPTIONS & options.keys())
         row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=shown,
-                   bytes_per_step=bytes_per_step(gen, batch, prompt, new, group), peers={})
+                   bytes_per_step=bytes_per_step(gen, batch, prompt, new, group, options), peers={})
         if lookup:
             row["lookup"] = acceptance(gen, ids, new, options)
         for round_ in range(args.rounds):
