@@ -84,9 +84,13 @@ def served(tmp_path_factory):
         gen = generator(fixture)
         ids, mask = _prompts(gen, ROWS.get(name, 2))
         directory = str(root / name)
-        if name == "opt-greedy":  # through the command line
+        if name == "opt-greedy":  # through the command line, with the head screen (kernels.screen) in the program
             assert main(["export", "--model", fixture_path(fixture), "--out", directory, "--prompt-length", str(P),
-                         "--max-new-tokens", str(N), "--batch-size", str(batch)]) == 0
+                         "--max-new-tokens", str(N), "--batch-size", str(batch), "--head-screen"]) == 0
+            stored = tf.train.load_checkpoint(os.path.join(directory, "variables", "variables"))
+            shapes = stored.get_variable_to_shape_map()
+            int8 = [shapes[n] for n, d in stored.get_variable_to_dtype_map().items() if d == tf.int8]
+            assert int8 == [generator(fixture).model.head_table.shape.as_list()]  # the screen's int8 copy
             opts = {}
         else:
             gen.export(directory, prompt_length=P, max_new_tokens=N, batch_size=batch, **opts)

@@ -77,10 +77,14 @@ def test_the_radius_bounds_the_screened_logit_error():
     assert error.max() > bound.max() / 1000  # the bound is not vacuous
 
 
-@pytest.mark.parametrize("fixture", ["gpt2-tiny", "opt-tiny", "t5-v1_0-tiny", "t5-v1_1-tiny"])
-@pytest.mark.parametrize("batch, options", [(1, {}), (2, dict(min_new_tokens=12)), (4, dict(num_return_sequences=1)),
-                                            (1, dict(repetition_penalty=1.3)), (3, {})],
-                         ids=["1row", "2rows-min-new", "4rows", "penalty", "3rows"])
+# Every family with one and two rows (min_new_tokens' EOS ban); on GPT-2 also 3 and 4 rows and a
+# repetition penalty (the whole head, in the same program).
+CALLS = [(f, 1, {}) for f in ("gpt2-tiny", "opt-tiny", "t5-v1_0-tiny", "t5-v1_1-tiny")] + [
+    (f, 2, dict(min_new_tokens=12)) for f in ("gpt2-tiny", "opt-tiny", "t5-v1_1-tiny")] + [
+    ("gpt2-tiny", 3, {}), ("gpt2-tiny", 4, {}), ("gpt2-tiny", 1, dict(repetition_penalty=1.3))]
+
+
+@pytest.mark.parametrize("fixture, batch, options", CALLS, ids=lambda v: v if isinstance(v, str) else None)
 def test_greedy_tokens_are_the_same_with_and_without_the_screen(fixture, batch, options):
     screened, plain = _load(fixture, True), _load(fixture, False)
     assert screened.model.screen is not None and plain.model.screen is None
