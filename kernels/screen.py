@@ -124,7 +124,6 @@ def argmax(x, table, screen, banned):
     upper = tf.reshape(tf.pad(upper, [[0, 0], [0, width * PER_PASS - vocab]], constant_values=-np.inf),
                        [rows, PER_PASS, width])
     table, offsets = precision.read(table), tf.range(PER_PASS) * width
-    slots = tf.stack(tf.meshgrid(tf.range(rows), tf.range(PER_PASS), indexing="ij"), axis=-1)  # [R, C, 2]
 
     def pick(upper):
         """Each slice's largest bound and its place: ([R, C] float32, [R, C] int32)."""
@@ -138,8 +137,9 @@ def argmax(x, table, screen, banned):
         live = tf.logical_and(bound > -np.inf, bound >= best[:, None])
         top, first = _best(tf.concat([tf.where(live, logits, -np.inf), best[:, None]], 1),
                            tf.concat([ids, token[:, None]], 1))
-        upper = tf.tensor_scatter_nd_update(upper, tf.concat([slots, place[..., None]], -1),
-                                            tf.fill([rows, PER_PASS], -np.inf))
+        # Struck by a compare over the bounds, not a scatter: XLA:CPU's scatter in this loop added
+        # 0.1-0.2 s to the program's compile for no faster step.
+        upper = tf.where(tf.range(width) == place[..., None], -np.inf, upper)
         return (upper,) + pick(upper) + (top, first)
 
     def cond(i, upper, bound, place, best, token):
