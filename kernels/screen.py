@@ -23,10 +23,11 @@ The radius is rigorous with Higham's bound on a float32 dot product of length E,
 worst case of rounding: |fl(a . b) - a . b| <= gamma_E |a| |b| with gamma_E ~ E 2**-24, taken
 for both the screen's product and the exact one, and for |x|.
 
-Measured on the 2026-12-03 host (tools/profile_step.py and BENCHMARKS.md give the whole-step
-figures): GPT-2-small's head in a chained while loop, 3.9-4.1 ms float32, 1.6-1.9 ms screened;
-T5-small's 1.3-1.4 against 0.6-0.75. Candidates checked per token on 270 steps of the bundled
-model: 1 in 87%, at most 4 (int8 radius ~0.6% of |x| |table[v]|).
+Measured on the 2026-12-03 host (BENCHMARKS.md, "The head screen", has the whole steps): the
+head alone in a chained while loop, GPT-2-small's 3.9-4.1 ms float32 against 1.6-1.9 screened,
+T5-small's 1.3-1.4 against 0.6-0.75. The int8 radius is ~0.6% of |table[v]|: on 270 steps of
+the bundled model the best bound alone decided 87% of them and the best 4 all of them
+(tools/lessons/09_head_screen.py counts them for any checkpoint).
 """
 import numpy as np
 import tensorflow as tf
@@ -34,9 +35,10 @@ import tensorflow as tf
 from . import layers, precision
 
 # Candidates are taken PER_PASS at a time, the best bound of each of PER_PASS slices of the
-# vocabulary (one pass over the bounds finds them all), for at most MAX_PASSES passes before the
-# step falls back to the whole float32 head. Random GPT-2-small-shaped weights (std 0.02, the
-# benchmark checkpoint) need up to ~30 candidates; trained models 1-4.
+# vocabulary (one pass over the bounds finds them all; tf.math.top_k sorts on XLA:CPU, 6-11 ms
+# here), for at most MAX_PASSES passes before the step falls back to the whole float32 head.
+# The best 32 bounds decided every step of the random GPT-2-small-shaped benchmark checkpoint
+# (std 0.02, nearly flat logits), the best 16 88% of them; a trained model's step needs 1-4.
 PER_PASS = 16
 MAX_PASSES = 4
 
