@@ -47,6 +47,10 @@ MAX_PASSES = 4
 # model's 3072x192 head: 0.48 against 0.47 ms per token).
 MIN_ELEMENTS = 1 << 22
 
+# Added to every bound: XLA:CPU flushes subnormal results to zero, so each operation of the dots
+# and of the bound may also lose up to 1.2e-38 in absolute terms, far less than this for any width.
+_FLUSHED = 1e-30
+
 # One screened product reads the int8 copy once per row; past this many rows the float32 head
 # (read once for all rows) costs less (kernels.layers.looped_rows: int8 runs up to 4 one-row products).
 MAX_ROWS = 4
@@ -68,8 +72,11 @@ class HeadScreen(tf.Module):
         width = table.shape[1]
         gamma = (width + 2) * 2.0 ** -24 / (1 - (width + 2) * 2.0 ** -24)  # Higham's gamma, one dot
 
-        def norms(m):  # |row| in float32, low by at most a relative gamma
-            return np.sqrt(np.einsum("ij,ij->i", m, m)) * (1 + gamma)
+        def norms(m):  # |row| in float32, low by at most a relative gamma; scaled by the row's
+            # largest entry so that squares of tiny entries do not underflow (Higham assumes none)
+            peak = np.abs(m).max(axis=1)
+            unit = m / np.where(peak > 0, peak, 1)[:, None]
+            return peak * np.sqrt(np.einsum("ij,ij->i", unit, unit)) * (1 + gamma) * (1 + 2.0 ** -22)
 
         # The error row in float32 is within 2**-23 |dequantized row| of the real one; the screen's
         # dot, the exact dot and |x| each round: a gamma of |x| |row| for each dot, and |x| may be
@@ -117,7 +124,7 @@ def argmax(x, table, screen, banned):
     """
     rows, vocab = x.shape[0], screen.values.shape[0]
     approx = layers.dense(x, precision.Int8(screen.values.value(), screen.scale.value()))  # [R, V]
-    upper = approx + tf.norm(x, axis=-1, keepdims=True) * screen.radius
+    upper = approx + tf.norm(x, axis=-1, keepdims=True) * screen.radius + _FLUSHED
     finite = tf.reduce_all(tf.math.is_finite(upper))
     if banned is not None:
         upper = tf.where(banned, -np.inf, upper)

@@ -115,7 +115,10 @@ class CachedLM(tf.Module):
         it: with dtype= or quantize= the head is narrow already and nothing is added. Returns self."""
         table = self.head_table
         large = table.shape.num_elements() >= screen.MIN_ELEMENTS
-        if (self.dtype, self.quantize) == ("float32", None) and self.screen is None and (large or small):
+        # The screen bounds dense(head_input(hidden), head_table): a model whose head does more
+        # (a bias, soft-capping) overrides head() and gets none.
+        plain_head = type(self).head is CachedLM.head
+        if (self.dtype, self.quantize) == ("float32", None) and self.screen is None and (large or small) and plain_head:
             self.screen = screen.build(table.numpy())
         return self
 
@@ -180,7 +183,8 @@ class DecoderLM(CachedLM):
         layer i given its q, k, v of shape [..., H*D] and the python float _scale(i);
       _scale(i) -> python float multiplying the attention scores of layer i;
       head_table: the LM head's [V, E] weight, and head_input(hidden) when the head does more
-        than multiply the final hidden states by it.
+        than multiply the final hidden states by it (a head that adds to the product overrides
+        head() instead, and then gets no screen).
 
     Decoding state (B prompts, G rows per prompt):
       kv:       tuple of kernels.cache.LayerKV, one per layer

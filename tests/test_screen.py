@@ -163,3 +163,30 @@ def test_a_screened_assistant_drafts_what_its_whole_head_drafts():
     c = target.generate(ids, assistant_model=screened, **kwargs)
     np.testing.assert_array_equal(c.sequences, a.sequences)
     assert not np.array_equal(c.accepted, a.accepted)
+
+
+def test_tiny_rows_and_inputs_keep_the_bound():
+    """Rows of entries near 1e-20 (their squares underflow float32) still get a true radius, and
+    an input of 1e-20 still picks the float32 argmax."""
+    table = _table() * 1e-18
+    x = np.random.default_rng(7).standard_normal((2, 64)).astype(np.float32)
+    radius = screen.build(table).radius.numpy()
+    assert (radius > 0).all()
+    np.testing.assert_array_equal(_screened(table, x), np.argmax(x.astype(np.float64) @ table.T.astype(np.float64), -1))
+    np.testing.assert_array_equal(_screened(_table(), x * 1e-20)[0],
+                                  np.argmax((x[:1] * 1e-20).astype(np.float64) @ _table().T.astype(np.float64), -1)[0])
+
+
+def test_a_model_whose_head_adds_to_the_product_gets_no_screen():
+    from xlagen.models.gpt2 import GPT2
+    gen = _load("gpt2-tiny", False)
+
+    class Biased(GPT2):
+        def head(self, hidden):
+            return super().head(hidden) + 1.0
+
+    gen.model.__class__ = Biased
+    try:
+        assert gen.model.add_screen(small=True).screen is None
+    finally:
+        gen.model.__class__ = GPT2
