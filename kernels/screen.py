@@ -72,11 +72,22 @@ class HeadScreen(tf.Module):
         width = table.shape[1]
         gamma = (width + 2) * 2.0 ** -24 / (1 - (width + 2) * 2.0 ** -24)  # Higham's gamma, one dot
 
-        def norms(m):  # |row| in float32, low by at most a relative gamma; scaled by the row's
-            # largest entry so that squares of tiny entries do not underflow (Higham assumes none)
-            peak = np.abs(m).max(axis=1)
-            unit = m / np.where(peak > 0, peak, 1)[:, None]
-            return peak * np.sqrt(np.einsum("ij,ij->i", unit, unit)) * (1 + gamma) * (1 + 2.0 ** -22)
+        def norms(m):  # |row| in float32, low by at most a relative gamma (and 2**-22 below)
+            square = np.einsum("ij,ij->i", m, m)
+            # Squares under 2**-126 lose their low bits (Higham assumes nothing underflows); a
+            # row whose sum is small is scaled by its largest entry first. Above 1e-20 what the
+            # underflow can lose, E * 2**-126, is below 2**-22 of the sum.
+            small = square < 1e-20
+            if small.any():
+                rows = m[small]
+                peak = np.abs(rows).max(axis=1)
+                unit = rows / np.where(peak > 0, peak, 1)[:, None]
+                square[small] = 0  # replaced below by peak * |unit|
+                fixed = peak * np.sqrt(np.einsum("ij,ij->i", unit, unit))
+            root = np.sqrt(square)
+            if small.any():
+                root[small] = fixed
+            return root * (1 + gamma) * (1 + 2.0 ** -22)
 
         # The error row in float32 is within 2**-23 |dequantized row| of the real one; the screen's
         # dot, the exact dot and |x| each round: a gamma of |x| |row| for each dot, and |x| may be
