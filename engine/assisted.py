@@ -41,9 +41,10 @@ def assisted_search(model, assistant, logits, model_state, history, input_ids, a
     k, group = strategy.draft_tokens, strategy.group
     _, draft_state, _ = assistant.prefill(input_ids, attention_mask, knobs.decoder_start_id, max_new_tokens + k, group)
     # Greedy drafts from the assistant's head screen (decode.screened): its head is most of what a
-    # draft step reads. output_scores returns the model's scores, never the assistant's.
-    screens = (decode.screened(assistant, strategy._replace(output_scores=False), dim(input_ids, 0) * group)
-               and not tf.executing_eagerly())
+    # draft step reads. A draft is a greedy step (sampled drafts stay do_sample) whose scores
+    # output_scores never returns: output_scores gives the model's.
+    screens = decode.screened(assistant, strategy._replace(kind="greedy", output_scores=False),
+                              dim(input_ids, 0) * group)
 
     def extend(tokens, state, filled):
         """assistant.extend over the flat rows: tokens [R, T], filled [R] -> (logits [R, T, V],

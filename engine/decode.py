@@ -248,18 +248,17 @@ def generate(model, input_ids, attention_mask, max_new_tokens, knobs, strategy):
 
 def screened(model, strategy, rows):
     """Whether a program's greedy steps pick their token from the model's head screen
-    (kernels.screen) instead of the whole float32 head, when compiled (eagerly, the plain head
-    is what a reader steps through): greedy decoding, or a greedy assistant's drafts
-    (engine.assisted; `model` the assistant), with a screen, of at most
-    kernels.screen.MAX_ROWS rows known at trace time, without output_scores, and without a
-    processor that changes a logit other than the two checked inside the program
-    (min_new_tokens' EOS ban, which the screen applies too, and a repetition_penalty other
-    than 1, which reads the whole head). Stop strings change no logit.
-    rows: python int, or a tensor when unknown."""
-    return (model.screen is not None and strategy.kind in ("greedy", "assisted") and not strategy.do_sample
+    (kernels.screen) instead of the whole float32 head: traced for XLA (eagerly, the plain head
+    is what a reader steps through), greedy decoding (engine.assisted asks it of its
+    assistant's drafts as greedy steps), with a screen, of at most kernels.screen.MAX_ROWS
+    rows known at trace time, without output_scores, and without a processor that changes a
+    logit other than the two checked inside the program (min_new_tokens' EOS ban, which the
+    screen applies too, and a repetition_penalty other than 1, which reads the whole head).
+    Stop strings change no logit. rows: python int, or a tensor when unknown."""
+    return (model.screen is not None and strategy.kind == "greedy" and not strategy.do_sample
             and not strategy.output_scores
             and not strategy.no_repeat_ngram_size and strategy.controls._replace(stop=()) == processing.Controls()
-            and isinstance(rows, int) and rows <= screen.MAX_ROWS)
+            and isinstance(rows, int) and rows <= screen.MAX_ROWS and not tf.executing_eagerly())
 
 
 def screened_token(model, hidden, history, length, step, knobs, strategy, prepared, group):
@@ -272,8 +271,7 @@ def screened_token(model, hidden, history, length, step, knobs, strategy, prepar
 
     # The processors left are min_new_tokens' EOS ban, which the screen applies, and the
     # repetition penalty: not 1, the whole head is read (the screen's token is not used).
-    eos = search.is_any_of(tf.range(model.screen.values.shape[0]), knobs.eos_ids)
-    banned = tf.logical_and(eos[None], tf.reshape(step < knobs.min_new_tokens, [-1, 1]))
+    banned = search.suppressed(model.screen.values.shape[0], knobs.eos_ids, step < knobs.min_new_tokens)
     token, decided = screen.argmax(model.head_input(hidden), model.head_table, model.screen, banned)
     return tf.cond(tf.logical_and(decided, tf.equal(knobs.repetition_penalty, 1.0)), lambda: token, whole_head)
 
@@ -302,12 +300,9 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
     batch, prompt_len, vocab = dim(history, 0), history.shape[1], logits.shape[-1]
     group = strategy.group
 
-    def processed(logits, state):
-        return processing.scores(logits, state.history, prompt_len + state.step, state.step, knobs, strategy,
-                                 prepared, group)
-
     def choose(logits, state):
-        scores = processed(logits, state)
+        scores = processing.scores(logits, state.history, prompt_len + state.step, state.step, knobs, strategy,
+                                   prepared, group)
         if strategy.kind == "sample":
             token = sampling.sample(scores, knobs.seed, state.step)
         else:
@@ -341,7 +336,7 @@ def sample_or_greedy(model, logits, model_state, history, max_new_tokens, knobs,
         return tf.logical_and(state.step < max_new_tokens, tf.logical_not(tf.reduce_all(state.done)))
 
     def body(state, token):
-        if screened(model, strategy, rows) and not tf.executing_eagerly():
+        if screened(model, strategy, rows):
             _, model_state, hidden = model.step(_grouped(token, group), state.model, hidden=True)
             return choose_screened(_flat(hidden), state._replace(model=model_state))
         logits, model_state = model.step(_grouped(token, group), state.model)

@@ -74,19 +74,15 @@ class HeadScreen(tf.Module):
 
         def norms(m):  # |row| in float32, low by at most a relative gamma (and 2**-22 below)
             square = np.einsum("ij,ij->i", m, m)
+            root = np.sqrt(square)
             # Squares under 2**-126 lose their low bits (Higham assumes nothing underflows); a
             # row whose sum is small is scaled by its largest entry first. Above 1e-20 what the
             # underflow can lose, E * 2**-126, is below 2**-22 of the sum.
             small = square < 1e-20
             if small.any():
-                rows = m[small]
-                peak = np.abs(rows).max(axis=1)
-                unit = rows / np.where(peak > 0, peak, 1)[:, None]
-                square[small] = 0  # replaced below by peak * |unit|
-                fixed = peak * np.sqrt(np.einsum("ij,ij->i", unit, unit))
-            root = np.sqrt(square)
-            if small.any():
-                root[small] = fixed
+                peak = np.abs(m[small]).max(axis=1)
+                unit = m[small] / np.where(peak > 0, peak, 1)[:, None]
+                root[small] = peak * np.sqrt(np.einsum("ij,ij->i", unit, unit))
             return root * (1 + gamma) * (1 + 2.0 ** -22)
 
         # The error row in float32 is within 2**-23 |dequantized row| of the real one; the screen's

@@ -18,6 +18,17 @@ def is_any_of(tokens, ids):
     return tf.reduce_any(tf.equal(tokens[..., None], ids), axis=-1)
 
 
+def suppressed(vocab, ids, when):
+    """Which tokens suppress() sets to -inf: [B, V] bool ([1, V] for a scalar `when`).
+
+    Args:
+      vocab: V, python int or scalar int32.  ids: [E] int32, padded with NO_TOKEN.
+      when: bool, scalar or [B].
+    """
+    banned = is_any_of(tf.range(vocab, dtype=tf.int32), ids)  # [V]
+    return tf.logical_and(banned[None, :], tf.reshape(tf.cast(when, tf.bool), [-1, 1]))
+
+
 def suppress(logits, ids, when):
     """Set the logits of `ids` to -inf in the rows where `when` holds.
 
@@ -27,10 +38,7 @@ def suppress(logits, ids, when):
     Returns:
       [B, V] float.
     """
-    vocab = tf.range(tf.shape(logits)[-1], dtype=tf.int32)
-    banned = is_any_of(vocab, ids)  # [V]
-    when = tf.reshape(tf.cast(when, tf.bool), [-1, 1])
-    return tf.where(tf.logical_and(banned[None, :], when), tf.constant(-float("inf"), logits.dtype), logits)
+    return tf.where(suppressed(tf.shape(logits)[-1], ids, when), tf.constant(-float("inf"), logits.dtype), logits)
 
 
 def finish(tokens, finished, eos_ids, pad_id):

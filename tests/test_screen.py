@@ -123,14 +123,17 @@ def test_compiled_greedy_steps_read_the_screen(tmp_path):
 def test_where_the_screen_stays_off():
     gen = _load("gpt2-tiny", True)
     greedy = decode.Strategy()
-    assert decode.screened(gen.model, greedy, 1) and decode.screened(gen.model, greedy, 4)
-    assert not decode.screened(gen.model, greedy, 5)  # five int8 reads cost more than one float32 read
-    assert not decode.screened(gen.model, greedy, tf.constant(1))  # an open batch (a SavedModel's)
-    assert not decode.screened(gen.model, greedy._replace(output_scores=True), 1)  # scores need every logit
-    assert not decode.screened(gen.model, greedy._replace(no_repeat_ngram_size=2), 1)
-    assert not decode.screened(gen.model, greedy._replace(kind="sample"), 1)
-    assert not decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(suppress=8)), 1)
-    assert decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(stop=("k",))), 1)
+    assert not decode.screened(gen.model, greedy, 1)  # eagerly the plain head runs
+    with tf.Graph().as_default():  # as a program is traced
+        assert decode.screened(gen.model, greedy, 1) and decode.screened(gen.model, greedy, 4)
+        assert not decode.screened(gen.model, greedy, 5)  # five int8 reads cost more than one float32 read
+        assert not decode.screened(gen.model, greedy, tf.constant(1))  # an open batch (a SavedModel's)
+        assert not decode.screened(gen.model, greedy._replace(output_scores=True), 1)  # scores need every logit
+        assert not decode.screened(gen.model, greedy._replace(no_repeat_ngram_size=2), 1)
+        assert not decode.screened(gen.model, greedy._replace(kind="sample"), 1)
+        assert not decode.screened(gen.model, greedy._replace(kind="assisted"), 1)  # the model checks drafts whole
+        assert not decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(suppress=8)), 1)
+        assert decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(stop=("k",))), 1)
     for narrow in (dict(dtype="bfloat16"), dict(quantize="int8")):
         assert load(fixture_path("gpt2-tiny"), head_screen=True, **narrow).model.screen is None
     # a head of fewer than MIN_ELEMENTS weights gets none unless asked

@@ -186,14 +186,17 @@ def first_and_best(call, reps):
     return time.perf_counter() - start, best_seconds(call, reps)
 
 
-def bytes_per_step(gen, batch, prompt, new, group, options):
-    """Bytes a decode step must read: the weights it uses once, plus the average KV cache. A
-    greedy step of up to kernels.screen.MAX_ROWS rows reads the head screen instead of the
-    float32 head (engine.decode.screened), and only the screen is counted."""
-    from xlagen.kernels import screen
+def bytes_per_step(gen, ids, new, options):
+    """Bytes a decode step of generate(ids [B, P], max_new_tokens=new, **options) must read: the
+    weights it uses once, plus the average KV cache. A step that reads the head screen instead
+    of the float32 head (engine.decode.screened, asked of the call's own program) counts the screen."""
+    import tensorflow as tf
+    from xlagen.engine import decode
     model, family = gen.model, gen.config.model_type
-    greedy = not ({"do_sample", "num_beams", "penalty_alpha", "assistant_layers"} | DRAFT_OPTIONS) & options.keys()
-    screened = model.screen is not None and greedy and batch * group <= screen.MAX_ROWS
+    strategy = gen.decode_call(ids, max_new_tokens=new, **options).plan.strategy
+    (batch, prompt), group = ids.shape, strategy.group
+    with tf.Graph().as_default():  # as it is traced
+        screened = decode.screened(model, strategy, batch * group)
     weights = model.screen.nbytes if screened else 0
     for name, var in model.w.items():
         if screened and var is model.head_table:
@@ -430,7 +433,6 @@ def main(argv=None):
         if family not in generators:
             generators[family] = load(checkpoint, memory_limit=2**40)
         gen = generators[family]
-        group = options.get("num_beams", 1)
         ids = row_prompt(gen, scenario, batch, prompt)
         shown = options
         if "assistant_layers" in options:  # the assistant Generator itself goes to generate
@@ -440,7 +442,7 @@ def main(argv=None):
             options["assistant_model"] = load(draft, memory_limit=2**40, quantize=quantize)
         lookup = bool(DRAFT_OPTIONS & options.keys())
         row = dict(family=family, scenario=scenario, B=batch, prompt=prompt, new=new, options=shown,
-                   bytes_per_step=bytes_per_step(gen, batch, prompt, new, group, options), peers={})
+                   bytes_per_step=bytes_per_step(gen, ids, new, options), peers={})
         if lookup:
             row["lookup"] = acceptance(gen, ids, new, options)
         for round_ in range(args.rounds):
