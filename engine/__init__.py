@@ -4,17 +4,17 @@
     gen = load("path/to/checkpoint")
     gen.generate_text(["TensorFlow is"], max_new_tokens=20)
 
-Names are imported on first use, so that `xlagen.engine.cli` can quiet TensorFlow's
+Names are imported on first use, so that `xlagen.engine.jobs.cli` can quiet TensorFlow's
 start-up logging before TensorFlow is imported.
 """
 import importlib
 
 _EXPORTS = {
     "load": ".generator", "Generator": ".generator", "enable_compile_cache": ".compile_cache",
-    "XlagenError": "xlagen.models.errors", "CheckpointFormatError": "xlagen.models.errors",
-    "CheckpointNotFoundError": "xlagen.models.errors", "GenerationArgumentError": "xlagen.models.errors",
-    "UnsupportedModelError": "xlagen.models.errors", "MemoryLimitError": "xlagen.models.errors",
-    "BatchFileError": "xlagen.models.errors",
+    "XlagenError": "xlagen.kernels.errors", "CheckpointFormatError": "xlagen.kernels.errors",
+    "CheckpointNotFoundError": "xlagen.kernels.errors", "GenerationArgumentError": "xlagen.kernels.errors",
+    "UnsupportedModelError": "xlagen.kernels.errors", "MemoryLimitError": "xlagen.kernels.errors",
+    "BatchFileError": "xlagen.kernels.errors",
 }
 __all__ = list(_EXPORTS)
 

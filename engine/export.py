@@ -21,9 +21,9 @@ import os
 
 import tensorflow as tf
 
-from xlagen.models import GenerationArgumentError
+from xlagen.kernels.errors import GenerationArgumentError
 
-from . import decode, options
+from . import loops, options, planning
 
 # Signature inputs per strategy: (name, dtype). seed is one int64, split as generate(seed=int) does.
 SIGNATURE_KNOBS = {
@@ -36,7 +36,7 @@ SIGNATURE_KNOBS = {
 
 
 def _seed_pair(seed):
-    """Scalar int64 -> [2] int32, the same halves as options._seed gives for an int."""
+    """Scalar int64 -> [2] int32, the same halves as generate(seed=int) gives."""
     low = tf.bitwise.bitwise_and(seed, tf.constant(0x7FFFFFFF, tf.int64))
     return tf.cast(tf.stack([low, tf.bitwise.right_shift(seed, tf.constant(31, tf.int64))]), tf.int32)
 
@@ -48,7 +48,7 @@ class ExportedDecoder(tf.Module):
         super().__init__(name="xlagen_decoder")
         self.model = model
         opts, strategy = plan.opts, plan.strategy
-        signature = SIGNATURE_KNOBS["sample" if strategy.do_sample else strategy.kind]
+        signature = SIGNATURE_KNOBS["sample" if strategy.draws else strategy.name]
         knob_names = [name for name, _ in signature]
         specs = [tf.TensorSpec([batch_size, prompt_length], tf.int32, name="input_ids"),
                  tf.TensorSpec([batch_size, prompt_length], tf.int32, name="attention_mask")]
@@ -59,7 +59,7 @@ class ExportedDecoder(tf.Module):
             if "seed" in given:
                 given["seed"] = _seed_pair(given["seed"])
             knobs = plan.knobs()._replace(**given)
-            return decode.generate(model, input_ids, attention_mask, opts.max_new_tokens, knobs, strategy)
+            return loops.generate(model, input_ids, attention_mask, opts.max_new_tokens, knobs, strategy)
 
         self.serve = tf.function(serve, jit_compile=True, autograph=False, input_signature=specs)
 
@@ -67,11 +67,10 @@ class ExportedDecoder(tf.Module):
 def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **kwargs):
     """Write gen's decode program for one strategy as a SavedModel. See Generator.export."""
     for name, value, low in (("prompt_length", prompt_length, 1), ("max_new_tokens", max_new_tokens, 1)):
-        options._int(name, value, low)
+        options.int_option(name, value, low)
     if batch_size is not None:
-        options._int("batch_size", batch_size, 1)
-    from .generator import _jit_compile
-    if not _jit_compile(kwargs.pop("jit_compile", True)):
+        options.int_option("batch_size", batch_size, 1)
+    if not planning.check_jit_compile(kwargs.pop("jit_compile", True)):
         raise GenerationArgumentError("export writes the compiled program, so it cannot take jit_compile=False; "
                                       "drop jit_compile (jit_compile=False is for running generate() eagerly)")
     if kwargs.get("assistant_model") is not None:
@@ -79,8 +78,8 @@ def export(gen, directory, *, prompt_length, max_new_tokens, batch_size=None, **
                                       "weights as well; export plain greedy decoding, or use prompt_lookup_num_tokens")
     if os.path.exists(directory) and os.listdir(directory):
         raise GenerationArgumentError(f"export directory {directory} is not empty; give a new or empty directory")
-    opts = gen._options(dict(kwargs, max_new_tokens=max_new_tokens), prompt_length)
-    plan = gen._plan(opts, batch_size, prompt_length, prompt_length, bucket=False)
+    opts = planning.options_for(gen, dict(kwargs, max_new_tokens=max_new_tokens), prompt_length)
+    plan = planning.plan(gen, opts, batch_size, prompt_length, prompt_length, bucket=False)
     module = ExportedDecoder(gen.model, plan, prompt_length, batch_size)
     tf.saved_model.save(module, directory, signatures={"serving_default": module.serve.get_concrete_function()})
     return directory

@@ -14,7 +14,7 @@ import difflib
 
 import numpy as np
 
-from xlagen.models import GenerationArgumentError
+from xlagen.kernels.errors import GenerationArgumentError
 
 from .stop_strings import check_stop_strings
 
@@ -115,7 +115,8 @@ class Options:
     num_assistant_tokens: int = 0
 
 
-def _int(name, value, low=None):
+def int_option(name, value, low=None):
+    """The option `name`, checked: a python int >= low (GenerationArgumentError naming it otherwise)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise GenerationArgumentError(f"{name} must be an int, got {value!r}")
     if low is not None and value < low:
@@ -123,7 +124,8 @@ def _int(name, value, low=None):
     return value
 
 
-def _float(name, value, low, high, low_open=False):
+def float_option(name, value, low, high, low_open=False):
+    """The option `name`, checked: a python float in [low, high] ((low, high] with low_open)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise GenerationArgumentError(f"{name} must be a number, got {value!r}")
     value = float(value)
@@ -159,11 +161,11 @@ def _eos_list(value):
     values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(values, (list, tuple)):
         raise GenerationArgumentError(f"eos_token_id must be an int or a list of ints, got {value!r}")
-    return tuple(_int("eos_token_id", v, 0) for v in values)
+    return tuple(int_option("eos_token_id", v, 0) for v in values)
 
 
 def _token(name, value, vocab_size):
-    _int(name, value, 0)
+    int_option(name, value, 0)
     if value >= vocab_size:
         raise GenerationArgumentError(f"{name} holds token id {value}, outside the vocabulary [0, {vocab_size})")
     return value
@@ -207,7 +209,7 @@ def _sequence_bias(value, vocab_size):
     biases = {}
     for ids, bias in pairs:
         ids = _sequences("sequence_bias", [list(ids) if isinstance(ids, (list, tuple)) else ids], vocab_size)[0]
-        biases[ids] = _float("sequence_bias", bias, float("-inf"), float("inf"))
+        biases[ids] = float_option("sequence_bias", bias, float("-inf"), float("inf"))
     return tuple(biases.items())
 
 
@@ -218,7 +220,7 @@ def _decay(value):
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise GenerationArgumentError(f"exponential_decay_length_penalty must be (start_index, decay_factor), "
                                       f"got {value!r}")
-    return _int("exponential_decay_length_penalty[0]", value[0], 0), _float(
+    return int_option("exponential_decay_length_penalty[0]", value[0], 0), float_option(
         "exponential_decay_length_penalty[1]", value[1], 0.0, float("inf"), low_open=True)
 
 
@@ -307,10 +309,10 @@ def _drafts(merged, kwargs, multi_token, *, beams, contrastive, stop, custom):
     if assistant is not None:
         count = merged["num_assistant_tokens"]
         return {"assistant_model": assistant,
-                "num_assistant_tokens": ASSISTANT_TOKENS if count is None else _int("num_assistant_tokens", count, 1)}
+                "num_assistant_tokens": ASSISTANT_TOKENS if count is None else int_option("num_assistant_tokens", count, 1)}
     ngram = merged["max_matching_ngram_size"]
-    return {"prompt_lookup_num_tokens": _int("prompt_lookup_num_tokens", k, 1),
-            "max_matching_ngram_size": 2 if ngram is None else _int("max_matching_ngram_size", ngram, 1)}
+    return {"prompt_lookup_num_tokens": int_option("prompt_lookup_num_tokens", k, 1),
+            "max_matching_ngram_size": 2 if ngram is None else int_option("max_matching_ngram_size", ngram, 1)}
 
 
 def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, multi_token=True):
@@ -336,11 +338,11 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, mul
     merged.update({k: NEUTRAL.get(k, DEFAULTS.get(k, EXTRA.get(k))) if v is None else v for k, v in kwargs.items()})
 
     do_sample = _bool("do_sample", merged["do_sample"])
-    beams = _int("num_beams", merged["num_beams"], 1)
+    beams = int_option("num_beams", merged["num_beams"], 1)
     if beams > 1 and do_sample:
         raise GenerationArgumentError("beam sampling (num_beams > 1 with do_sample=True) is not supported; "
                                       "use do_sample=False for beam search, or num_beams=1 to sample")
-    returns = _int("num_return_sequences", merged["num_return_sequences"], 1)
+    returns = int_option("num_return_sequences", merged["num_return_sequences"], 1)
     if returns > 1 and not do_sample and beams == 1:
         raise GenerationArgumentError(
             f"num_return_sequences={returns} needs do_sample=True or num_beams >= {returns} "
@@ -352,18 +354,18 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, mul
     early_stopping = merged["early_stopping"]
     if early_stopping not in (True, False, "never"):
         raise GenerationArgumentError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-    length_penalty = _float("length_penalty", merged["length_penalty"], float("-inf"), float("inf"))
+    length_penalty = float_option("length_penalty", merged["length_penalty"], float("-inf"), float("inf"))
     sampling = dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)  # warpers apply only when sampling
     if do_sample:
-        sampling = dict(temperature=_float("temperature", merged["temperature"], 0.0, float("inf"), low_open=True),
-                        top_k=_int("top_k", merged["top_k"], 0),
-                        top_p=_float("top_p", merged["top_p"], 0.0, 1.0, low_open=True),
-                        min_p=_float("min_p", 0.0 if merged["min_p"] is None else merged["min_p"], 0.0, 1.0))
-    penalty = _float("repetition_penalty", merged["repetition_penalty"], 0.0, float("inf"), low_open=True)
-    alpha = _float("penalty_alpha", 0.0 if merged["penalty_alpha"] is None else merged["penalty_alpha"], 0.0, 1.0)
+        sampling = dict(temperature=float_option("temperature", merged["temperature"], 0.0, float("inf"), low_open=True),
+                        top_k=int_option("top_k", merged["top_k"], 0),
+                        top_p=float_option("top_p", merged["top_p"], 0.0, 1.0, low_open=True),
+                        min_p=float_option("min_p", 0.0 if merged["min_p"] is None else merged["min_p"], 0.0, 1.0))
+    penalty = float_option("repetition_penalty", merged["repetition_penalty"], 0.0, float("inf"), low_open=True)
+    alpha = float_option("penalty_alpha", 0.0 if merged["penalty_alpha"] is None else merged["penalty_alpha"], 0.0, 1.0)
     if alpha > 0 and not do_sample and beams == 1:
         # transformers' GenerationMode: contrastive search needs top_k > 1; its top_k is the candidate count.
-        candidates = _int("top_k", merged["top_k"], 0)
+        candidates = int_option("top_k", merged["top_k"], 0)
         if candidates > 1:
             if returns > 1:
                 raise GenerationArgumentError("contrastive search (penalty_alpha > 0) returns one sequence per prompt; "
@@ -371,12 +373,12 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, mul
             sampling = dict(sampling, top_k=candidates)
         else:
             alpha = 0.0
-    ngram = _int("no_repeat_ngram_size", merged["no_repeat_ngram_size"], 0)
+    ngram = int_option("no_repeat_ngram_size", merged["no_repeat_ngram_size"], 0)
 
     if merged["max_new_tokens"] is not None:
-        max_new = _int("max_new_tokens", merged["max_new_tokens"], 1)
+        max_new = int_option("max_new_tokens", merged["max_new_tokens"], 1)
     else:
-        max_length = _int("max_length", merged["max_length"])
+        max_length = int_option("max_length", merged["max_length"])
         if kwargs.get("max_length") is None and max_length == DEFAULTS["max_length"]:
             # transformers' _prepare_generated_length: an untouched default max_length means 20 new
             # tokens, within the model's positions.
@@ -388,29 +390,29 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, mul
             raise GenerationArgumentError(
                 f"max_length={max_length} leaves no room for new tokens after a prompt of width {prompt_width}; "
                 f"pass max_new_tokens instead")
-    min_new = _int("min_new_tokens", merged["min_new_tokens"], 0) if merged["min_new_tokens"] is not None else 0
-    min_new = max(min_new, _int("min_length", merged["min_length"], 0) - prompt_width)
+    min_new = int_option("min_new_tokens", merged["min_new_tokens"], 0) if merged["min_new_tokens"] is not None else 0
+    min_new = max(min_new, int_option("min_length", merged["min_length"], 0) - prompt_width)
 
     eos = _eos_list(merged["eos_token_id"])
     pad = merged["pad_token_id"]
     if pad is None:
         pad = eos[0] if eos else 0  # transformers falls back to the first EOS id
-    _int("pad_token_id", pad, 0)
+    int_option("pad_token_id", pad, 0)
     for name, ids in (("eos_token_id", eos), ("pad_token_id", (pad,))):
         if any(i >= vocab_size for i in ids):
             raise GenerationArgumentError(f"{name}={list(ids)} is outside the vocabulary [0, {vocab_size})")
     start = merged["decoder_start_token_id"]
     if start is None:
         start = merged["bos_token_id"] if merged["bos_token_id"] is not None else 0
-    _int("decoder_start_token_id", start, 0)
+    int_option("decoder_start_token_id", start, 0)
     if start >= vocab_size:
         raise GenerationArgumentError(f"decoder_start_token_id={start} is outside the vocabulary [0, {vocab_size})")
     # The controls (engine/processing.py); the warpers among them apply only when sampling, as in transformers.
     warpers = dict(typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
     if do_sample:
-        warpers = dict(typical_p=_float("typical_p", merged["typical_p"], 0.0, 1.0, low_open=True),
-                       epsilon_cutoff=_float("epsilon_cutoff", merged["epsilon_cutoff"], 0.0, 1.0),
-                       eta_cutoff=_float("eta_cutoff", merged["eta_cutoff"], 0.0, 1.0))
+        warpers = dict(typical_p=float_option("typical_p", merged["typical_p"], 0.0, 1.0, low_open=True),
+                       epsilon_cutoff=float_option("epsilon_cutoff", merged["epsilon_cutoff"], 0.0, 1.0),
+                       eta_cutoff=float_option("eta_cutoff", merged["eta_cutoff"], 0.0, 1.0))
         for name in ("epsilon_cutoff", "eta_cutoff"):
             if warpers[name] >= 1.0:
                 raise GenerationArgumentError(f"{name} must be in [0, 1), got {warpers[name]}")
@@ -424,19 +426,19 @@ def parse(kwargs, generation_config, model_config, prompt_width, vocab_size, mul
         else _token("forced_bos_token_id", merged["forced_bos_token_id"], vocab_size),
         forced_eos_token_ids=_token_list("forced_eos_token_id", merged["forced_eos_token_id"], vocab_size),
         renormalize_logits=_bool("renormalize_logits", merged["renormalize_logits"]),
-        encoder_repetition_penalty=_float("encoder_repetition_penalty", merged["encoder_repetition_penalty"], 0.0,
+        encoder_repetition_penalty=float_option("encoder_repetition_penalty", merged["encoder_repetition_penalty"], 0.0,
                                           float("inf"), low_open=True),
-        encoder_no_repeat_ngram_size=_int("encoder_no_repeat_ngram_size", merged["encoder_no_repeat_ngram_size"], 0),
+        encoder_no_repeat_ngram_size=int_option("encoder_no_repeat_ngram_size", merged["encoder_no_repeat_ngram_size"], 0),
         remove_invalid_values=_bool("remove_invalid_values", merged["remove_invalid_values"]),
         exponential_decay_length_penalty=_decay(merged["exponential_decay_length_penalty"]),
         stop_strings=() if stop is None else check_stop_strings(stop),
         logits_processor=_processors(merged["logits_processor"]), **warpers)
     lookup = _drafts(merged, kwargs, multi_token, beams=beams, contrastive=alpha > 0 and not do_sample,
                      stop=controls["stop_strings"], custom=controls["logits_processor"])
-    multiple = _int("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
+    multiple = int_option("pad_to_multiple_of", merged["pad_to_multiple_of"], 1)
     memory_limit = merged["memory_limit"]
     if memory_limit is not None:
-        memory_limit = _float("memory_limit", memory_limit, 0.0, float("inf"), low_open=True)
+        memory_limit = float_option("memory_limit", memory_limit, 0.0, float("inf"), low_open=True)
     return Options(max_new_tokens=max_new, min_new_tokens=min_new, eos_token_ids=eos, pad_token_id=pad,
                    decoder_start_token_id=start,
                    pad_to_multiple_of=multiple, do_sample=do_sample, num_beams=beams, num_return_sequences=returns,

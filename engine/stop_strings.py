@@ -37,7 +37,9 @@ import weakref
 
 import numpy as np
 
-from xlagen.models import GenerationArgumentError
+from xlagen.kernels.errors import GenerationArgumentError
+
+from .buckets import power_of_two
 
 # transformers' static prefix for clean token strings (StopStringCriteria.clean_tokenizer_vocab).
 _PREFIX = "abcdef"
@@ -86,11 +88,6 @@ class StopTables(typing.NamedTuple):
     stop_strings: tuple
     max_positions: int
     max_end_lengths: int
-
-
-def _bucket(size, floor):
-    """The smallest power of two >= size, at least `floor`."""
-    return max(floor, 1 << max(size - 1, 0).bit_length())
 
 
 def check_stop_strings(stop_strings):
@@ -335,8 +332,8 @@ def _build(clean, strings):
             f"stop_strings {list(strings)!r}: no token of the vocabulary can end any of them (transformers "
             "raises here too); they most likely hold characters the tokenizer cannot produce")
     longest = max(len(s) for s in strings)
-    key = (rows, _bucket(len(strings), _MIN_STRINGS), _bucket(longest, _MIN_CHARS),
-           _bucket(max_positions, _MIN_POSITIONS), _bucket(max_overlaps, _MIN_OVERLAPS))
+    key = (rows, power_of_two(len(strings), _MIN_STRINGS), power_of_two(longest, _MIN_CHARS),
+           power_of_two(max_positions, _MIN_POSITIONS), power_of_two(max_overlaps, _MIN_OVERLAPS))
     _, n, chars, p, e = key
     positions = np.full((rows, n, p), -1, np.int32)
     overlaps = np.full((rows, n, e), -1, np.int32)

@@ -12,7 +12,7 @@ import importlib
 import os
 
 from .checkpoint import read_json, read_tensors, resolve, weight_files
-from .errors import (BatchFileError, CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
+from xlagen.kernels.errors import (BatchFileError, CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
                      UnsupportedModelError, XlagenError)
 
 FAMILIES = ("gpt2", "opt", "t5")  # config.json model_type -> the module of that name

@@ -1,16 +1,19 @@
 """What every xlagen model offers the decode loops, whatever its architecture.
 
     prefill(input_ids [B, P], attention_mask [B, P], start_id [], max_new_tokens N, group G, hidden=False)
-        -> (logits [B, V] for the first new token, state, prefix [B, S])
-           with hidden=True also a 4th value: the final hidden states [B, S, E] float32 at
-           every prefix slot (see below)
-    step(tokens [B, G], state, hidden=False) -> (logits [B, G, V] for the next token, state)
-           with hidden=True (logits, state, hidden [B, G, E] float32 of the fed tokens)
+        -> Prefilled(logits [B, V] for the first new token, state, prefix [B, S], hidden)
+           hidden: with hidden=True the final hidden states [B, S, E] float32 at every
+           prefix slot (see below), else None
+    step(tokens [B, G], state, hidden=False) -> Stepped(logits [B, G, V] for the next token, state,
+           hidden: [B, G, E] float32 of the fed tokens with hidden=True, else None)
     reorder(state, parents [B, G]) -> state      row g continues row parents[b, g]'s history
     head(hidden [..., E]) -> logits [..., V]     the LM head alone: dense(head_input(hidden), head_table)
-    screen: a kernels.screen.HeadScreen of head_table (add_screen) or None; greedy steps then
-           take step(hidden=True)'s hidden states and read the screen instead of the logits
-    extend(tokens [B, G, T], state, filled [B, G], hidden=False) -> (logits [B, G, T, V], state)
+    has_head_screen: python bool, greedy_token can pick a token from the hidden states
+    greedy_token(hidden [R, E], banned [R, V] bool) -> (token [R] int32, decided [] bool)
+           the argmax of the head's logits (banned ids excluded) from the int8 head screen;
+           where not decided, the caller reads the whole head
+    extend(tokens [B, G, T], state, filled [B, G], hidden=False) -> Stepped(logits [B, G, T, V],
+           state, hidden [B, G, T, E] or None)
            T tokens per row at the row's own generated positions filled..filled+T-1 (a
            multi-token step: prompt lookup checks T draft positions with one read of the
            weights); decoder-only models (supports_extend True)
@@ -38,12 +41,32 @@ G is the number of rows decoded per prompt (samples, beams or contrastive candid
 cache. `state` is a dict of tensors whose shapes never change during decoding; its
 "layout" entry is the kernels.cache.Layout that reorder acts on.
 """
+from typing import NamedTuple, Optional
+
 import tensorflow as tf
 
 from xlagen.kernels import attention, cache, layers, positions, precision, screen
 from xlagen.kernels.shapes import dim
 
 from .checkpoint import take
+
+
+class Prefilled(NamedTuple):
+    """What prefill returns: logits [B, V] float32 for the first new token, the decoding state,
+    the prefix [B, S] int32, and the final hidden states [B, S, E] float32 (hidden=True) or None."""
+    logits: tf.Tensor
+    state: dict
+    prefix: tf.Tensor
+    hidden: Optional[tf.Tensor] = None
+
+
+class Stepped(NamedTuple):
+    """What step and extend return: logits [B, G, (T,) V] float32 for the following token, the
+    new decoding state, and the fed tokens' final hidden states [B, G, (T,) E] float32
+    (hidden=True) or None."""
+    logits: tf.Tensor
+    state: dict
+    hidden: Optional[tf.Tensor] = None
 
 
 def embeddable(input_ids, attention_mask):
@@ -107,6 +130,22 @@ class CachedLM(tf.Module):
     def head_input(self, hidden):
         """What the LM head multiplies: the final hidden states themselves, [..., E] float32."""
         return hidden
+
+    @property
+    def has_head_screen(self):
+        """Whether greedy_token can pick greedy tokens from the head screen (python bool)."""
+        return self.screen is not None
+
+    def greedy_token(self, hidden, banned):
+        """The head's argmax from its int8 screen (kernels.screen.argmax), exactly, for a model
+        with has_head_screen.
+
+        Args:
+          hidden: [R, E] float32, final hidden states.  banned: [R, V] bool, ids that may not win.
+        Returns:
+          (token [R] int32, decided: scalar bool; where False the caller reads the whole head).
+        """
+        return screen.argmax(self.head_input(hidden), self.head_table, self.screen, banned)
 
     def add_screen(self, small=False):
         """Keep an int8 copy of the LM head that greedy steps read instead of the float32 head
@@ -214,15 +253,15 @@ class DecoderLM(CachedLM):
           max_new_tokens: python int N.  group: python int G, rows decoded per prompt.
           hidden: python bool, also return the final hidden states of the prompt.
         Returns:
-          (logits [B, V] float32 for the first new token, decoding state, prefix: input_ids [B, P]),
-          with hidden=True followed by the hidden states [B, P, E] float32 at every prompt position.
+          Prefilled(logits [B, V] float32 for the first new token, decoding state, prefix:
+          input_ids [B, P], hidden: with hidden=True the hidden states [B, P, E] float32 at every
+          prompt position, else None).
         """
         states, kvs = self._prompt(embeddable(input_ids, attention_mask), attention_mask)
         state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs),
                  "layout": cache.start_layout(attention_mask, group, max_new_tokens),
                  "position": positions.next_position(attention_mask)}
-        out = (self.head(states[:, -1]), state, input_ids)
-        return out + (states,) if hidden else out
+        return Prefilled(self.head(states[:, -1]), state, input_ids, states if hidden else None)
 
     def step(self, tokens, state, hidden=False):
         """Feed one token per row.
@@ -231,8 +270,8 @@ class DecoderLM(CachedLM):
           tokens: [B, G] int32.  state: as returned by prefill or step.
           hidden: python bool, also return the fed tokens' final hidden states.
         Returns:
-          (logits [B, G, V] float32 for the following token, new state), with hidden=True
-          followed by the hidden states [B, G, E] float32.
+          Stepped(logits [B, G, V] float32 for the following token, new state, hidden: with
+          hidden=True the hidden states [B, G, E] float32, else None).
         """
         b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
@@ -245,8 +284,9 @@ class DecoderLM(CachedLM):
         position = tf.broadcast_to((state["position"] + layout.step)[:, None], [b, g])
         with layers.decode_step():
             states, kvs = self._blocks(tokens, position, attend, state["kv"])
-            out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
-        return out + (states,) if hidden else out
+            out = Stepped(self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)),
+                          states if hidden else None)
+        return out
 
     supports_extend = True
 
@@ -255,14 +295,14 @@ class DecoderLM(CachedLM):
 
         Rows may hold different numbers of generated positions (they accepted different numbers
         of draft tokens); the state's layout.step is neither read nor moved, and the cache needs
-        room for filled + T positions (decode.generate's prefill asks for N + K, K = T - 1).
+        room for filled + T positions (loops.decode.generate's prefill asks for N + K, K = T - 1).
         Args:
           tokens: [B, G, T] int32.  state: as returned by prefill or extend.
           filled: [B, G] int32, generated positions each row holds; its tokens take the next T.
           hidden: python bool, also return the fed tokens' final hidden states.
         Returns:
-          (logits [B, G, T, V] float32, each for the token after tokens[..., t], new state),
-          with hidden=True followed by the hidden states [B, G, T, E] float32.
+          Stepped(logits [B, G, T, V] float32, each for the token after tokens[..., t], new state,
+          hidden: with hidden=True the hidden states [B, G, T, E] float32, else None).
         """
         b, g, t = dim(tokens, 0), tokens.shape[1], tokens.shape[2]
         shape = [b, g, t, self.num_heads, self.head_dim]
@@ -275,8 +315,8 @@ class DecoderLM(CachedLM):
         position = state["position"][:, None, None] + filled[:, :, None] + tf.range(t)
         with layers.decode_step():
             states, kvs = self._blocks(tokens, position, attend, state["kv"])
-            out = (self.head(states), dict(state, kv=tuple(kvs)))
-        return out + (states,) if hidden else out
+            out = Stepped(self.head(states), dict(state, kv=tuple(kvs)), states if hidden else None)
+        return out
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Logits at every position in one forward pass.

@@ -11,7 +11,7 @@ import re
 import numpy as np
 from safetensors import safe_open
 
-from .errors import CheckpointFormatError, CheckpointNotFoundError
+from xlagen.kernels.errors import CheckpointFormatError, CheckpointNotFoundError
 
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

@@ -2,7 +2,7 @@
 import dataclasses
 import typing
 
-from .errors import CheckpointFormatError, UnsupportedModelError
+from xlagen.kernels.errors import CheckpointFormatError, UnsupportedModelError
 
 
 def _check(name, value, annotation, source):

@@ -11,11 +11,11 @@ from typing import Optional, Union
 import tensorflow as tf
 
 from xlagen.kernels import layers, precision
+from xlagen.kernels.errors import CheckpointFormatError
 
 from . import config as config_lib
 from .base import DecoderLM
 from .checkpoint import strip_prefix
-from .errors import CheckpointFormatError
 
 
 @dataclasses.dataclass(frozen=True)

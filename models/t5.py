@@ -13,9 +13,10 @@ import tensorflow as tf
 from xlagen.kernels import attention, cache, layers, positions, precision
 from xlagen.kernels.shapes import dim
 
+from xlagen.kernels.errors import CheckpointFormatError, UnsupportedModelError
+
 from . import config as config_lib
-from .base import CachedLM, embeddable
-from .errors import CheckpointFormatError, UnsupportedModelError
+from .base import CachedLM, Prefilled, Stepped, embeddable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,9 +245,9 @@ class T5(CachedLM):
           max_new_tokens: python int N.  group: python int G.
           hidden: python bool, also return the start token's final decoder hidden state.
         Returns:
-          (logits [B, V] float32 for the first new token, decoding state, prefix: the start
-          token [B, 1] int32), with hidden=True followed by the decoder hidden states [B, 1, E]
-          float32 (after the final norm, before v1.0's head rescale).
+          Prefilled(logits [B, V] float32 for the first new token, decoding state, prefix: the
+          start token [B, 1] int32, hidden: with hidden=True the decoder hidden states [B, 1, E]
+          float32 (after the final norm, before v1.0's head rescale), else None).
         """
         mask = tf.cast(attention_mask, tf.int32)
         cross = self._cross_kv(self.encode(embeddable(input_ids, mask), mask))
@@ -254,12 +255,11 @@ class T5(CachedLM):
         states, kvs = self._decode_block(start, cross, mask)
         state = {"kv": tuple(cache.start(k, v, group, max_new_tokens) for k, v in kvs), "cross": cross,
                  "enc_mask": mask, "layout": cache.start_layout(tf.ones_like(start), group, max_new_tokens)}
-        out = (self.head(states[:, -1]), state, start)
-        return out + (states,) if hidden else out
+        return Prefilled(self.head(states[:, -1]), state, start, states if hidden else None)
 
     def step(self, tokens, state, hidden=False):
-        """Feed one token per row: tokens [B, G] int32 -> (logits [B, G, V] float32, new state),
-        with hidden=True followed by the decoder hidden states [B, G, E] float32."""
+        """Feed one token per row: tokens [B, G] int32 -> Stepped(logits [B, G, V] float32, new
+        state, hidden: with hidden=True the decoder hidden states [B, G, E] float32, else None)."""
         b, g = dim(tokens, 0), tokens.shape[1]
         shape = [b, g, self.num_heads, self.head_dim]
         layout, kvs = state["layout"], state["kv"]
@@ -279,8 +279,9 @@ class T5(CachedLM):
 
         with layers.decode_step():
             states, kvs = self._stack("decoder", tokens, attend_self, kvs, attend_cross, state["cross"])
-            out = (self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)))
-        return out + (states,) if hidden else out
+            out = Stepped(self.head(states), dict(state, kv=tuple(kvs), layout=cache.advance(layout)),
+                          states if hidden else None)
+        return out
 
     def logits(self, input_ids, attention_mask, decoder_input_ids=None):
         """Decoder logits, teacher-forced, in one pass.

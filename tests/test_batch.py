@@ -10,7 +10,7 @@ import time
 import pytest
 
 from xlagen.engine import BatchFileError, GenerationArgumentError, load
-from xlagen.engine import batch
+from xlagen.engine.jobs import batch
 from xlagen.engine.cli import main
 
 OPTIONS = {"max_new_tokens": 6}

@@ -123,19 +123,21 @@ def test_output_scores(name):
 
 
 def test_model_hidden_states_are_the_head_input(tiny):
-    """prefill/step with hidden=True return the head's input; the default calls are unchanged."""
+    """prefill/step with hidden=True return the head's input; the default calls are unchanged
+    and return hidden None (the boundary's arity never changes)."""
     import tensorflow as tf
-    from xlagen.engine import decode  # noqa: F401  (the engine package, for its model)
     model = tiny.model
     ids, mask = (tf.constant(a, tf.int32) for a in _batch("gpt2-tiny"))
     start = tf.constant(0, tf.int32)
-    logits, state, prefix = model.prefill(ids, mask, start, 4, 2)
+    logits, state, prefix, none = model.prefill(ids, mask, start, 4, 2)
+    assert none is None
     logits_h, state_h, prefix_h, hidden = model.prefill(ids, mask, start, 4, 2, hidden=True)
     np.testing.assert_array_equal(logits.numpy(), logits_h.numpy())
     assert hidden.shape == (ids.shape[0], ids.shape[1], model.config.n_embd)
     np.testing.assert_allclose(model.head(hidden[:, -1]).numpy(), logits.numpy(), atol=1e-5)
     tokens = tf.constant([[5, 6]] * ids.shape[0], tf.int32)
-    step_logits, _ = model.step(tokens, state)
+    step_logits, _, none = model.step(tokens, state)
+    assert none is None
     step_logits_h, _, step_hidden = model.step(tokens, state_h, hidden=True)
     assert step_hidden.shape == (ids.shape[0], 2, model.config.n_embd)
     np.testing.assert_array_equal(step_logits.numpy(), step_logits_h.numpy())

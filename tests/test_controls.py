@@ -307,17 +307,19 @@ def _unit(unit):
 
 
 def _renormalized(logits):
-    """renormalize_logits: no kernel of its own; engine.processing.scores with only it on."""
-    from xlagen.engine import processing
+    """renormalize_logits: no kernel of its own; engine.loops.processing.scores with only it on."""
+    from xlagen.engine import buckets
+from xlagen.engine.loops import processing
     return _pipeline(processing.Controls(renormalize=True), logits, context_width=14, step=0)
 
 
 def _pipeline(controls, logits, context_width, step, max_new_tokens=NEW, eos=(), **values):
-    """engine.processing.scores on one step's logits, history units/history (14 tokens: the
+    """engine.loops.processing.scores on one step's logits, history units/history (14 tokens: the
     context_width given, then `step` new ones), with `controls` switched on and the ControlKnobs
     fields `values`; every other knob zero or neutral."""
     from types import SimpleNamespace
-    from xlagen.engine import processing
+    from xlagen.engine import buckets
+from xlagen.engine.loops import processing
     history = tf.constant(recorded()["units/history"], tf.int32)
     assert context_width + step == history.shape[1]
     specs = processing.control_specs(controls)._asdict()
@@ -343,9 +345,10 @@ def test_kernels_match_transformers_processors(unit):
 
 
 def _stepped(unit):
-    """The unit cases that depend on the step, through engine.processing.scores: its own test
+    """The unit cases that depend on the step, through engine.loops.processing.scores: its own test
     of the step (forced EOS at the last step, begin suppression at the first, decay after `start`)."""
-    from xlagen.engine import processing
+    from xlagen.engine import buckets
+from xlagen.engine.loops import processing
     cls, args = unit["class"], unit["args"]
     logits = tf.constant(recorded()["units/logits"])
     if cls == "SuppressTokensAtBeginLogitsProcessor":
@@ -411,7 +414,8 @@ def test_checkpoint_controls_decode_as_transformers(tmp_path):
 
 def _bucket_of(sequences):
     """engine.processing's table bucket (M, L) of a sequence list."""
-    from xlagen.engine import processing
+    from xlagen.engine import buckets
+from xlagen.engine.loops import processing
     return processing._sequence_table([(tuple(s), 0.0) for s in sequences])[0]
 
 
@@ -426,9 +430,10 @@ def _emitted(sequences, start, avoid, count):
 
 def test_new_lists_of_the_same_bucket_reuse_the_program():
     """New bad word sequences, suppressed ids, begin-suppressed ids, forced EOS ids and sequence
-    biases of the same size bucket (engine.processing.list_slots / _sequence_table), and new
+    biases of the same size bucket (engine.buckets.list_slots / _sequence_table), and new
     penalty values, reuse the program and take effect; a longer list compiles once more."""
-    from xlagen.engine import processing
+    from xlagen.engine import buckets
+from xlagen.engine.loops import processing
     name = "gpt2-tiny/chain_greedy"
     case, gen = CASES[name], generator("gpt2-tiny")
     ids, mask = _inputs("gpt2-tiny")
@@ -444,7 +449,7 @@ def test_new_lists_of_the_same_bucket_reuse_the_program():
         old, new = ([entry if key == "bad_words_ids" else entry[0] for entry in v] for v in (base[key], variant[key]))
         assert _bucket_of(old) == _bucket_of(new), key
     for key in ("suppress_tokens", "begin_suppress_tokens"):
-        assert processing.list_slots(len(base[key])) == processing.list_slots(len(variant[key])), key
+        assert buckets.list_slots(len(base[key])) == buckets.list_slots(len(variant[key])), key
     second = np.asarray(gen.generate(ids, attention_mask=mask, output_scores=True, **variant).sequences)
     assert gen.trace_count == count
     assert (second != first).any()
@@ -457,7 +462,7 @@ def test_new_lists_of_the_same_bucket_reuse_the_program():
     assert gen.trace_count == count
     # nine suppressed ids: the next bucket, one more program
     longer = dict(base, suppress_tokens=t[:8] + [base["suppress_tokens"][0]])
-    assert processing.list_slots(len(longer["suppress_tokens"])) > processing.list_slots(len(base["suppress_tokens"]))
+    assert buckets.list_slots(len(longer["suppress_tokens"])) > buckets.list_slots(len(base["suppress_tokens"]))
     gen.generate(ids, attention_mask=mask, output_scores=True, **longer)
     assert gen.trace_count == count + 1
 

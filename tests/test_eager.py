@@ -112,7 +112,7 @@ def test_cli_eager_runs_generate_eagerly(capsys, tiny, monkeypatch):
 
 def test_decode_call_returns_the_function_generate_runs(tiny):
     call = tiny.decode_call([[5, 6, 7]], max_new_tokens=3, eos_token_id=None)
-    assert call.args[0].shape == (1, 8) and call.plan.strategy.kind == "greedy"  # the prompt bucket
+    assert call.args[0].shape == (1, 8) and call.plan.strategy.name == "greedy"  # the prompt bucket
     tokens = call.function(*call.args)["sequences"].numpy()[:, -6:]
     np.testing.assert_array_equal(tokens, tiny.generate([[5, 6, 7]], max_new_tokens=3, eos_token_id=None,
                                                         jit_compile=False))

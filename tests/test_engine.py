@@ -115,8 +115,9 @@ def test_bucketed_logits_equal_unbucketed(tiny):
 
 def test_the_loop_and_the_generator_never_ask_the_model_kind():
     import inspect
-    from xlagen.engine import decode, generator as generator_module
-    for module in (decode, generator_module):
+    from xlagen.engine import generator as generator_module, loops, planning
+    from xlagen.engine.loops import beam_search, common, decode, multi_token, rows
+    for module in (loops, decode, common, rows, beam_search, multi_token, planning, generator_module):
         assert "is_encoder_decoder" not in inspect.getsource(module)
 
 

@@ -44,19 +44,19 @@ def test_extend_at_per_row_positions_gives_the_step_logits(name):
     ids = tf.constant([[0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6]], tf.int32)
     mask = tf.constant([[0, 0, 1, 1, 1, 1], [1] * 6], tf.int32)
     fed = np.array([[11, 12, 13, 14, 15], [21, 22, 23, 24, 25]], np.int32)
-    _, start, _ = model.prefill(ids, mask, tf.constant(0), 8, 1)
+    start = model.prefill(ids, mask, tf.constant(0), 8, 1).state
     state, expected = start, []
     for i in range(5):
-        logits, state = model.step(tf.constant(fed[:, i:i + 1]), state)
+        logits, state, _ = model.step(tf.constant(fed[:, i:i + 1]), state)
         expected.append(logits[:, 0].numpy())
     expected = np.stack(expected, 1)  # [B, 5, V]
-    first, state = model.extend(tf.constant(fed[:, None, :3]), start, tf.zeros([2, 1], tf.int32))
+    first, state, _ = model.extend(tf.constant(fed[:, None, :3]), start, tf.zeros([2, 1], tf.int32))
     np.testing.assert_allclose(first[:, 0], expected[:, :3], atol=1e-4)
     # Row 0 keeps 1 of its 3 tokens, row 1 all 3 (and feeds a token the check ignores).
     again = np.array([[fed[0, 1], fed[0, 2], fed[0, 3]], [fed[1, 3], fed[1, 4], 99]], np.int32)
-    second, _ = model.extend(tf.constant(again[:, None]), state, tf.constant([[1], [3]]))
-    np.testing.assert_allclose(second[0, 0], expected[0, 1:4], atol=1e-4)
-    np.testing.assert_allclose(second[1, 0, :2], expected[1, 3:5], atol=1e-4)
+    second = model.extend(tf.constant(again[:, None]), state, tf.constant([[1], [3]]))
+    np.testing.assert_allclose(second.logits[0, 0], expected[0, 1:4], atol=1e-4)
+    np.testing.assert_allclose(second.logits[1, 0, :2], expected[1, 3:5], atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["gpt2-tiny", "opt-350m-tiny"])  # GPT-2's and OPT's decoders
@@ -166,9 +166,9 @@ def test_a_checkpoint_default_it_cannot_run_is_left_off(tiny):
         beams = tiny.decode_call([[5, 6, 7]], max_new_tokens=4, num_beams=2)
     finally:
         tiny.generation_config = original
-    assert greedy.plan.strategy.kind == "lookup" and greedy.plan.strategy.draft_tokens == 3
-    assert sampled.plan.strategy.kind == "lookup" and sampled.plan.strategy.do_sample
-    assert beams.plan.strategy.kind == "beam"
+    assert greedy.plan.strategy.drafter == "lookup" and greedy.plan.strategy.draft_tokens == 3
+    assert sampled.plan.strategy.drafter == "lookup" and sampled.plan.strategy.choice == "draw"
+    assert beams.plan.strategy.loop == "beam"
 
 
 # -- assisted decoding: the same loop, drafts from another model ------------------------------
@@ -234,6 +234,6 @@ def test_a_keyword_assistant_wins_over_the_checkpoints_prompt_lookup_and_export_
         strategy = tiny.decode_call([[5, 6, 7]], max_new_tokens=4, assistant_model=tiny).plan.strategy
     finally:
         tiny.generation_config = original
-    assert strategy.kind == "assisted"
+    assert strategy.loop == "multi_token" and strategy.drafter == "assisted"
     with pytest.raises(GenerationArgumentError, match="assistant_model"):
         tiny.export(str(tmp_path / "out"), prompt_length=4, max_new_tokens=4, assistant_model=tiny)

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import reference
-from xlagen.engine import GenerationArgumentError, decode, options, processing
+from xlagen.engine import GenerationArgumentError, loops, options
+from xlagen.engine.loops import processing
 from xlagen.kernels import processors, sampling
 from xlagen.kernels.search import NO_TOKEN
 
@@ -24,7 +25,7 @@ def _knobs(**values):
              top_p=1.0, min_p=0.0, seed=[0, 0], length_penalty=1.0, early_stopping=0, decoder_start_id=0, penalty_alpha=0.0)
     k.update(values)
     controls = tf.nest.map_structure(tf.constant, processing.control_values(options.ControlOptions(), 1))
-    return decode.Knobs(controls=controls, **{n: tf.constant(v, getattr(decode.KNOB_DTYPES, n)) for n, v in k.items()})
+    return loops.Knobs(controls=controls, **{n: tf.constant(v, getattr(loops.KNOB_DTYPES, n)) for n, v in k.items()})
 
 
 CASES = {
@@ -43,7 +44,7 @@ CASES = {
     "chain": lambda x, h: processing.scores(
         x, h, tf.constant(h.shape[1]), tf.constant(5),
         _knobs(repetition_penalty=1.2, temperature=0.8, top_k=20, top_p=0.9, min_p=0.05),
-        decode.Strategy("sample", no_repeat_ngram_size=2, do_sample=True), processing.Prepared(last_step=11), 1),
+        loops.Strategy(choice="draw", no_repeat_ngram_size=2), processing.Prepared(last_step=11), 1),
 }
 
 

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import fixture_path
-from xlagen.engine import GenerationArgumentError, decode, load
+from xlagen.engine import GenerationArgumentError, load, loops
+from xlagen.engine.loops.common import screened
 from xlagen.kernels import layers, precision, screen
 
 FALLBACK = -7  # the tests' token where the screen did not decide: a token no decision can be
@@ -122,18 +123,18 @@ def test_compiled_greedy_steps_read_the_screen(tmp_path):
 
 def test_where_the_screen_stays_off():
     gen = _load("gpt2-tiny", True)
-    greedy = decode.Strategy()
-    assert not decode.screened(gen.model, greedy, 1)  # eagerly the plain head runs
+    greedy = loops.Strategy()
+    assert not screened(gen.model, greedy, 1)  # eagerly the plain head runs
     with tf.Graph().as_default():  # as a program is traced
-        assert decode.screened(gen.model, greedy, 1) and decode.screened(gen.model, greedy, 4)
-        assert not decode.screened(gen.model, greedy, 5)  # five int8 reads cost more than one float32 read
-        assert not decode.screened(gen.model, greedy, tf.constant(1))  # an open batch (a SavedModel's)
-        assert not decode.screened(gen.model, greedy._replace(output_scores=True), 1)  # scores need every logit
-        assert not decode.screened(gen.model, greedy._replace(no_repeat_ngram_size=2), 1)
-        assert not decode.screened(gen.model, greedy._replace(kind="sample"), 1)
-        assert not decode.screened(gen.model, greedy._replace(kind="assisted"), 1)  # the model checks drafts whole
-        assert not decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(suppress=8)), 1)
-        assert decode.screened(gen.model, greedy._replace(controls=greedy.controls._replace(stop=("k",))), 1)
+        assert screened(gen.model, greedy, 1) and screened(gen.model, greedy, 4)
+        assert not screened(gen.model, greedy, 5)  # five int8 reads cost more than one float32 read
+        assert not screened(gen.model, greedy, tf.constant(1))  # an open batch (a SavedModel's)
+        assert not screened(gen.model, greedy._replace(output_scores=True), 1)  # scores need every logit
+        assert not screened(gen.model, greedy._replace(no_repeat_ngram_size=2), 1)
+        assert not screened(gen.model, greedy._replace(choice="draw"), 1)
+        assert not screened(gen.model, greedy._replace(loop="multi_token", drafter="assisted"), 1)  # the model checks drafts whole
+        assert not screened(gen.model, greedy._replace(controls=greedy.controls._replace(suppress=8)), 1)
+        assert screened(gen.model, greedy._replace(controls=greedy.controls._replace(stop=("k",))), 1)
     for narrow in (dict(dtype="bfloat16"), dict(quantize="int8")):
         assert load(fixture_path("gpt2-tiny"), head_screen=True, **narrow).model.screen is None
     # a head of fewer than MIN_ELEMENTS weights gets none unless asked

@@ -189,14 +189,14 @@ def first_and_best(call, reps):
 def bytes_per_step(gen, ids, new, options):
     """Bytes a decode step of generate(ids [B, P], max_new_tokens=new, **options) must read: the
     weights it uses once, plus the average KV cache. A step that reads the head screen instead
-    of the float32 head (engine.decode.screened, asked of the call's own program) counts the screen."""
+    of the float32 head (engine.loops.common.screened, asked of the call's own program) counts the screen."""
     import tensorflow as tf
-    from xlagen.engine import decode
+    from xlagen.engine.loops.common import screened as screened_program
     model, family = gen.model, gen.config.model_type
     strategy = gen.decode_call(ids, max_new_tokens=new, **options).plan.strategy
     (batch, prompt), group = ids.shape, strategy.group
     with tf.Graph().as_default():  # as it is traced
-        screened = decode.screened(model, strategy, batch * group)
+        screened = screened_program(model, strategy, batch * group)
     weights = model.screen.nbytes if screened else 0
     for name, var in model.w.items():
         if screened and var is model.head_table:

@@ -12,7 +12,7 @@ import json
 import os
 from typing import NamedTuple, Optional
 
-from xlagen.models import BatchFileError
+from xlagen.kernels.errors import BatchFileError
 
 
 class Prompt(NamedTuple):
@@ -223,9 +223,9 @@ def prepare(gen, input_path, output_path, options, on_error="stop"):
     """
     if on_error not in ("stop", "skip"):
         raise BatchFileError(f"on_error must be 'stop' or 'skip', got {on_error!r}")
-    tokenizer = gen._require_tokenizer()
+    tokenizer = gen.require_tokenizer()
     positions = gen.config.max_positions
-    new = gen._options(dict(options), 1).max_new_tokens
+    new = gen.options_for(dict(options), 1).max_new_tokens
     if positions is not None and new >= positions:
         raise BatchFileError(f"max_new_tokens={new} leaves no room for a prompt in the model's {positions} positions; "
                              f"lower max_new_tokens")

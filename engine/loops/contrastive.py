@@ -29,7 +29,8 @@ import tensorflow as tf
 from xlagen.kernels import cache, search
 from xlagen.kernels.shapes import dim
 
-from . import decode, processing
+from . import processing
+from .common import flat, prompt_history, score_buffer, stopped, transition_buffer
 
 
 class ContrastiveState(NamedTuple):
@@ -82,14 +83,14 @@ def rank(probs, penalty, alpha):
 
 
 def contrastive_search(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared, hidden):
-    """transformers' contrastive search with K = strategy.group candidates. See decode.generate.
+    """transformers' contrastive search with K = strategy.group candidates. See loops.decode.generate.
 
     Args:
       model: an xlagen model (models/base.py), prefilled with group K.
       logits: [B, V] float32, the first new token's logits.  model_state: from prefill.
       history: [B, S] int32, the prefix (NO_TOKEN for invalid ids).
-      max_new_tokens: python int N.  knobs: decode.Knobs (penalty_alpha, EOS, processors).
-      strategy: decode.Strategy, kind "contrastive", group K >= 2.
+      max_new_tokens: python int N.  knobs: loops.Knobs (penalty_alpha, EOS, processors).
+      strategy: loops.Strategy, loop "contrastive", group K >= 2.
       prepared: processing.Prepared, the processors' per-call tables.
       hidden: [B, S, E] float32, the prefix's final hidden states (prefill with hidden=True);
         its valid slots are model_state["layout"].prompt_mask.
@@ -117,7 +118,7 @@ def contrastive_search(model, logits, model_state, history, max_new_tokens, knob
         token, done = search.finish(tf.gather(candidates, best, batch_dims=1), state.done, knobs.eos_ids,
                                     knobs.pad_id)
         history = cache.write_columns(state.history, token[:, None], length)
-        done = tf.logical_or(done, decode.stopped(history, length + 1, knobs, strategy))
+        done = tf.logical_or(done, stopped(history, length + 1, knobs, strategy))
         chosen = tf.gather(states, best, batch_dims=1)[:, None]  # [B, 1, E]
         zero = tf.constant(0, tf.int32)
         state = state._replace(
@@ -136,10 +137,10 @@ def contrastive_search(model, logits, model_state, history, max_new_tokens, knob
     def cond(state):
         return tf.logical_and(state.step < max_new_tokens, tf.logical_not(tf.reduce_all(state.done)))
 
-    state = ContrastiveState(step=tf.constant(0), history=decode._flat(decode._prompt_history(history, 1, max_new_tokens)),
+    state = ContrastiveState(step=tf.constant(0), history=flat(prompt_history(history, 1, max_new_tokens)),
                              done=tf.zeros([batch], tf.bool), logits=logits, context=context,
-                             transition=decode._transition_buffer(batch, max_new_tokens, strategy),
-                             scores=decode._score_buffer(batch, vocab, max_new_tokens, strategy), model=model_state)
+                             transition=transition_buffer(batch, max_new_tokens, strategy),
+                             scores=score_buffer(batch, vocab, max_new_tokens, strategy), model=model_state)
     state = tf.while_loop(cond, body, (state,), maximum_iterations=max_new_tokens)[0]
     tokens = state.history[:, prompt_len:]
     tokens = tf.where(tokens == search.NO_TOKEN, knobs.pad_id, tokens)

@@ -26,21 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from xlagen.kernels import processors, sampling, search
+from xlagen.kernels.errors import GenerationArgumentError
 
-# Token lists (suppressed ids, forced EOS ids) and sequence tables are padded to a bucket:
-# at least LIST_SLOTS entries, then the next power of two, so a few programs serve all lists.
-LIST_SLOTS = 8
-
-
-def list_slots(n, smallest=LIST_SLOTS):
-    """The padded length of a list of n entries: 0 for none, else smallest * 2**k >= n."""
-    if n == 0:
-        return 0
-    size = smallest
-    while size < n:
-        size *= 2
-    return size
-
+from ..buckets import list_slots
 
 class Controls(NamedTuple):
     """The static side of the processors: which run, and their table sizes (python values).
@@ -217,7 +205,6 @@ def prepare(input_ids, controls, max_new_tokens, vocab):
 
 def _check_custom(f, scores, out):
     if not isinstance(out, tf.Tensor) or out.dtype != tf.float32 or not out.shape.is_compatible_with(scores.shape):
-        from xlagen.models import GenerationArgumentError
         got = f"{out.dtype.name} {out.shape}" if isinstance(out, tf.Tensor) else type(out).__name__
         raise GenerationArgumentError(
             f"logits_processor {getattr(f, '__name__', f)!r} must return a float32 tensor shaped like its logits "
@@ -236,8 +223,8 @@ def scores(logits, history, length, step, knobs, strategy, prepared, group):
       step: scalar int32, new tokens chosen so far.
       (Multi-token steps give length and step per row, [B*G] int32; the caller's processors
       and stop strings, which take one step for all rows, are refused there.)
-      knobs: decode.Knobs (its .controls is a ControlKnobs).
-      strategy: decode.Strategy (its .controls is a Controls).
+      knobs: loops.Knobs (its .controls is a ControlKnobs).
+      strategy: loops.Strategy (its .controls is a Controls).
       prepared: Prepared.  group: python int G.
     Returns:
       [B*G, V] float32.
@@ -275,7 +262,7 @@ def scores(logits, history, length, step, knobs, strategy, prepared, group):
         logits = search.suppress(logits, c.begin_suppress_ids, tf.equal(context, c.begin_index))
     for f in controls.custom:
         logits = _check_custom(f, logits, f(logits, history, step))
-    if strategy.do_sample:
+    if strategy.draws:
         logits = sampling.temperature(logits, knobs.temperature)
         logits = sampling.top_k(logits, knobs.top_k)
         logits = sampling.top_p(logits, knobs.top_p)

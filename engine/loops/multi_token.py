@@ -1,9 +1,9 @@
-"""Prompt lookup decoding, and the loop of multi-token steps it shares with assisted decoding.
+"""The loop of multi-token steps that prompt lookup and assisted decoding share.
 
-Each step drafts up to K tokens per row by copying what followed the earliest earlier
-occurrence of the row's last n tokens (kernels/drafts.py), feeds the row's last token and the
-K drafts through the model at once (model.extend: one read of the weights for K + 1
-positions), and chooses at every fed position as plain decoding would have at that point:
+Each step takes up to K drafted tokens per row from a drafter (loops/prompt_lookup.py copies
+them from the row's own history, loops/assisted.py asks a small model), feeds the row's
+last token and the K drafts through the model at once (model.extend: one read of the weights
+for K + 1 positions), and chooses at every fed position as plain decoding would have at that point:
 the processors see the history with the drafts before that position. The drafts up to the
 first one the model did not choose are accepted, plus the model's own choice after them, so
 a step emits between 1 and K + 1 tokens. Greedy, the tokens are exactly those of plain greedy
@@ -27,7 +27,8 @@ import tensorflow as tf
 from xlagen.kernels import cache, drafts, sampling, search
 from xlagen.kernels.shapes import dim
 
-from . import decode, processing
+from . import processing
+from .common import flat, grouped, ranked
 
 
 class LookupState(NamedTuple):
@@ -69,9 +70,9 @@ def draw(state, j, strategy):
 def pick(scores, knobs, strategy, stream):
     """The token chosen from processed scores [R, V] float32: the argmax, or with do_sample a
     draw of the stream's (sampling.sample). Returns [R] int32."""
-    if strategy.do_sample:
+    if strategy.draws:
         return sampling.sample(scores, knobs.seed, stream)
-    return tf.argmax(decode._ranked(scores, strategy), axis=-1, output_type=tf.int32)
+    return tf.argmax(ranked(scores, strategy), axis=-1, output_type=tf.int32)
 
 
 def position_scores(logits, history, length, step, knobs, strategy, prepared):
@@ -96,31 +97,6 @@ def position_scores(logits, history, length, step, knobs, strategy, prepared):
     return tf.reshape(flat, [-1, positions, vocab])
 
 
-def prompt_lookup_search(model, logits, model_state, history, attention_mask, max_new_tokens, knobs, strategy,
-                         prepared):
-    """Decoding with prompt lookup drafts. See decode.generate and the module docstring.
-
-    Args:
-      history: [B, S] int32, the prefix as the processors see it.  attention_mask: [B, S] int32
-        (drafts never match across its padding).
-      strategy: decode.Strategy of kind "lookup" (draft_tokens K, max_ngram; G rows per prompt).
-    Returns:
-      (tokens [B*G, N] int32, {"scores", "transition_scores", "steps", "accepted", "drafted"}).
-    """
-    rows, prompt_len = dim(history, 0), history.shape[1]
-    width = prompt_len + max_new_tokens + strategy.draft_tokens
-    matchable = tf.concat([tf.cast(attention_mask, tf.bool), tf.ones([rows, width - prompt_len], tf.bool)], 1)
-    matchable = tf.repeat(matchable, strategy.group, axis=0)
-
-    def propose(state, length, last):
-        proposed, count = drafts.prompt_lookup(tf.where(matchable, state.history, search.NO_TOKEN), length,
-                                               strategy.draft_tokens, strategy.max_ngram)
-        return proposed, count, None, state.draft
-
-    return draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared,
-                            propose, {})
-
-
 def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs, strategy, prepared, propose,
                      draft_state):
     """The loop of multi-token steps, whoever drafts (the module docstring).
@@ -129,7 +105,7 @@ def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs,
       model, logits, model_state: the model and what its prefill returned (logits [B, V], the
         state for B * G rows).
       history: [B, S] int32, the prefix as the processors see it.
-      max_new_tokens: python int N.  knobs: decode.Knobs.  strategy: decode.Strategy (draft_tokens K,
+      max_new_tokens: python int N.  knobs: loops.Knobs.  strategy: loops.Strategy (draft_tokens K,
         group G: num_return_sequences when sampling).
       prepared: processing.Prepared.
       propose: function(LookupState, length [R] int32 filled slots, last [R] int32 the row's
@@ -197,9 +173,9 @@ def draft_and_verify(model, logits, model_state, history, max_new_tokens, knobs,
         # No draft past the last new token; a row that has ended offers none.
         count = tf.where(active, tf.minimum(count, max_new_tokens - state.step - 1), 0)
         fed = tf.concat([last[:, None], proposed], axis=1)  # [R, K + 1]
-        logits, model_state = model.extend(decode._grouped(fed, group), state.model,
-                                           decode._grouped(state.step - 1, group))
-        scores = position_scores(decode._flat(logits), cache.write_at(state.history, proposed, length), length,
+        out = model.extend(grouped(fed, group), state.model, grouped(state.step - 1, group))
+        logits, model_state = out.logits, out.state
+        scores = position_scores(flat(logits), cache.write_at(state.history, proposed, length), length,
                                  state.step, knobs, strategy, prepared)  # [R, K + 1, V]
         if q is not None:  # speculative sampling
             uniform = sampling.uniform(tf.shape(proposed), knobs.seed, draw(state, 1, strategy))

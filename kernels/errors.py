@@ -1,4 +1,5 @@
-"""The exceptions xlagen raises for bad files and bad arguments.
+"""The exceptions xlagen raises for bad files and bad arguments: one module that every package
+(engine, models, kernels) imports, at the bottom of the dependency order.
 
 Each message names the file, tensor or argument at fault and says what was expected,
 so a caller never has to read a TensorFlow traceback to find a typo.
