@@ -13,7 +13,7 @@ from xlagen.kernels import precision
 from xlagen.kernels.errors import GenerationArgumentError
 from xlagen.kernels.search import NO_TOKEN
 
-from . import buckets, compile_cache, export as export_lib, loops, options, planning, text
+from . import buckets, compile_cache, defaults, export as export_lib, loops, options, planning, text
 from .limits import default_memory_limit
 from .planning import DecodeCall, GenerateOutput, Plan  # noqa: F401  (public names of this module)
 from .programs import MAX_PROGRAMS, Programs
@@ -77,7 +77,6 @@ def load(name_or_path=None, memory_limit=None, max_programs=MAX_PROGRAMS, revisi
     return Generator(folder, config, model, generation_config, tokenizer, memory_limit, max_programs)
 
 
-
 class Generator:
     """A loaded checkpoint plus its compiled generate and logits programs.
 
@@ -105,9 +104,9 @@ class Generator:
     def _warn_unapplied(self):
         """Warn, once at load, about each generation default of the checkpoint that changes
         tokens in transformers and that xlagen does not apply."""
-        defaults = options.checkpoint_defaults(self.generation_config, self.config)
-        source = "generation_config.json" if defaults is self.generation_config else "config.json"
-        for name, value in options.unapplied(defaults).items():
+        given = defaults.checkpoint_defaults(self.generation_config, self.config)
+        source = "generation_config.json" if given is self.generation_config else "config.json"
+        for name, value in defaults.unapplied(given).items():
             warnings.warn(f"{os.path.join(self.path, source)} sets {name}={value!r}: xlagen does not apply {name}; "
                           f"its tokens will differ from transformers'", stacklevel=3)
 
@@ -223,7 +222,7 @@ class Generator:
             there is none); logits_processor: a list of functions f(logits [R, V] float32,
             history [R, S + N] int32 (-1 in empty slots), step int32 scalar) -> [R, V] float32,
             traced into the program after xlagen's processors and before the sampling warpers
-            (see engine/processing.py for the order); seed (an int or a pair of
+            (see engine/loops/processing.py for the order); seed (an int or a pair of
             int32: the same seed and inputs give the same tokens); pad_to_multiple_of (default 8),
             the prompt bucket; memory_limit (bytes) for this call, instead of the Generator's;
             jit_compile (default True): False runs the very same decode functions eagerly, op

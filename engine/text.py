@@ -27,8 +27,6 @@ def left_pad(rows, pad_id=0):
     return ids, mask
 
 
-
-
 def require_tokenizer(gen):
     """gen's tokenizers.Tokenizer; GenerationArgumentError when the checkpoint has no tokenizer.json."""
     if gen.tokenizer is None:
@@ -36,10 +34,8 @@ def require_tokenizer(gen):
     return gen.tokenizer
 
 
-
 def encode_prompts(gen, prompts):
-    """Token ids of each text prompt (list of str -> list of list of int); a prompt that
-    encodes to no tokens raises GenerationArgumentError naming its index."""
+    """Generator.encode_prompts for gen: list of str -> list of list of int (see there)."""
     tokenizer = require_tokenizer(gen)
     encoded = [e.ids for e in tokenizer.encode_batch(list(prompts))]
     for index, ids in enumerate(encoded):
@@ -49,25 +45,14 @@ def encode_prompts(gen, prompts):
     return encoded
 
 
-
 def generate_text(gen, prompts, return_full_text=True, **kwargs):
-    """Generate from text prompts with the checkpoint's tokenizer.
-
-    Args:
-      prompts: a str or a list of str.
-      return_full_text: True returns prompt + completion (as transformers' pipeline does),
-        False only the completion; encoder-decoders always return only their output.
-      **kwargs: as for generate.
-    Returns:
-      list[str], num_return_sequences per prompt (those of prompt 0 first), special tokens removed.
-    """
+    """Generator.generate_text for gen: str or list of str -> list[str] (see there)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise GenerationArgumentError("prompts must be a str or a non-empty list of str")
     encoded = encode_prompts(gen, prompts)
     texts, _ = complete(gen, encoded, return_full_text, kwargs)
     return [text for group in texts for text in group]
-
 
 
 def complete(gen, encoded, return_full_text, kwargs):
@@ -92,10 +77,8 @@ def complete(gen, encoded, return_full_text, kwargs):
             counts.reshape(len(encoded), returns).sum(axis=1).tolist())
 
 
-
 def batch_size_for(gen, width, **kwargs):
-    """The largest batch (a power of two, at most MAX_BATCH) of prompts `width` tokens wide
-    whose generate call fits the memory limit with these options (python int >= 1)."""
+    """Generator.batch_size_for for gen: python int >= 1 (see there)."""
     opts = planning.options_for(gen, kwargs, width)
     strategy = loops.strategy_for(opts)
     padded = buckets.padded_width(width, opts.pad_to_multiple_of)
@@ -106,27 +89,9 @@ def batch_size_for(gen, width, **kwargs):
     return batch
 
 
-
 def generate_many(gen, prompts, batch_size=None, return_full_text=False, progress=None, **kwargs):
-    """Generate after many text prompts, batched by length: yields (index, completions) as
-    each batch finishes, in the order of the batches (not of the prompts).
-
-    Prompts are grouped by their token length's bucket (pad_to_multiple_of, default 8) and
-    each group is cut into batches of batch_size; a group's last, smaller batch is filled
-    up, by repeating one of its prompts (those rows are dropped), to batch_size when the
-    group had full batches and else to a power of two: a whole job compiles about one
-    program per bucket, never one per prompt.
-    Args:
-      prompts: a sequence of str.
-      batch_size: python int, prompts per generate call; None: the largest power of two up
-        to MAX_BATCH (32) that fits the memory limit, per bucket (batch_size_for).
-      return_full_text: as for generate_text (default False: the completion only).
-      progress: None, or a function called after each batch with (prompts done in that
-        batch, new tokens generated in it), e.g. to update a progress bar.
-      **kwargs: generation options, as for generate (the same for every prompt).
-    Yields:
-      (index: python int into prompts, completions: list of num_return_sequences str).
-    """
+    """Generator.generate_many for gen: yields (index into prompts, list of str) per prompt
+    as its batch finishes (see there)."""
     prompts = list(prompts)
     if not all(isinstance(p, str) for p in prompts):
         raise GenerationArgumentError("prompts must be a sequence of str")

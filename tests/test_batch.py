@@ -11,7 +11,7 @@ import pytest
 
 from xlagen.engine import BatchFileError, GenerationArgumentError, load
 from xlagen.engine.jobs import batch
-from xlagen.engine.cli import main
+from xlagen.engine.jobs.cli import main
 
 OPTIONS = {"max_new_tokens": 6}
 # Mixed lengths: three prompt buckets (8, 16, 24 tokens), and more prompts than one batch of 4.

@@ -1,7 +1,7 @@
 import pytest
 
 from conftest import fixture_path
-from xlagen.engine.cli import main
+from xlagen.engine.jobs.cli import main
 
 
 def test_generate_prints_one_completion_per_prompt(capsys):
@@ -29,7 +29,7 @@ def _printed(capsys, *flags):
 def test_head_screen_flags_reach_load_and_keep_the_text(capsys, monkeypatch):
     """Compiled greedy text is the same with the screen (--head-screen: the fixture's head is
     small, so none by default) and without (--no-head-screen)."""
-    import xlagen.engine as engine
+    import xlagen.engine.generator as engine
     screened, real_load = [], engine.load
 
     def recording_load(path, **kwargs):
@@ -57,7 +57,7 @@ def test_assistant_model_flag_drafts_for_the_model(capsys):
 
 def test_assistant_quantize_flag_loads_an_int8_draft_and_keeps_the_text(capsys, monkeypatch):
     """--assistant-quantize int8 stores only the assistant as int8; the model's check keeps its greedy text."""
-    import xlagen.engine as engine
+    import xlagen.engine.generator as engine
     loaded, real_load = [], engine.load
 
     def recording_load(path, **kwargs):

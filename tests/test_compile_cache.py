@@ -11,7 +11,7 @@ import pytest
 
 from conftest import fixture_path
 from xlagen.engine import compile_cache
-from xlagen.engine.cli import _TF_LOG_LINE
+from xlagen.engine.jobs.cli import _TF_LOG_LINE
 
 PROMPT = ["--model", fixture_path("gpt2-tiny"), "--max-new-tokens", "4", "The for"]
 

@@ -308,8 +308,7 @@ def _unit(unit):
 
 def _renormalized(logits):
     """renormalize_logits: no kernel of its own; engine.loops.processing.scores with only it on."""
-    from xlagen.engine import buckets
-from xlagen.engine.loops import processing
+    from xlagen.engine.loops import processing
     return _pipeline(processing.Controls(renormalize=True), logits, context_width=14, step=0)
 
 
@@ -318,8 +317,8 @@ def _pipeline(controls, logits, context_width, step, max_new_tokens=NEW, eos=(),
     context_width given, then `step` new ones), with `controls` switched on and the ControlKnobs
     fields `values`; every other knob zero or neutral."""
     from types import SimpleNamespace
-    from xlagen.engine import buckets
-from xlagen.engine.loops import processing
+    from xlagen.engine import loops
+    from xlagen.engine.loops import processing
     history = tf.constant(recorded()["units/history"], tf.int32)
     assert context_width + step == history.shape[1]
     specs = processing.control_specs(controls)._asdict()
@@ -330,7 +329,7 @@ from xlagen.engine.loops import processing
                             repetition_penalty=tf.constant(1.0), eos_ids=_ids(list(eos)), min_new_tokens=tf.constant(0),
                             temperature=tf.constant(1.0), top_k=tf.constant(0), top_p=tf.constant(1.0, tf.float64),
                             min_p=tf.constant(0.0))
-    strategy = SimpleNamespace(kind="greedy", do_sample=False, group=1, no_repeat_ngram_size=0, controls=controls)
+    strategy = loops.Strategy(controls=controls)
     prepared = processing.prepare(history, controls, max_new_tokens, logits.shape[-1])
     return processing.scores(logits, history, tf.constant(history.shape[1]), tf.constant(step), knobs, strategy,
                              prepared, 1)
@@ -347,8 +346,7 @@ def test_kernels_match_transformers_processors(unit):
 def _stepped(unit):
     """The unit cases that depend on the step, through engine.loops.processing.scores: its own test
     of the step (forced EOS at the last step, begin suppression at the first, decay after `start`)."""
-    from xlagen.engine import buckets
-from xlagen.engine.loops import processing
+    from xlagen.engine.loops import processing
     cls, args = unit["class"], unit["args"]
     logits = tf.constant(recorded()["units/logits"])
     if cls == "SuppressTokensAtBeginLogitsProcessor":
@@ -413,9 +411,8 @@ def test_checkpoint_controls_decode_as_transformers(tmp_path):
 
 
 def _bucket_of(sequences):
-    """engine.processing's table bucket (M, L) of a sequence list."""
-    from xlagen.engine import buckets
-from xlagen.engine.loops import processing
+    """engine.loops.processing.s table bucket (M, L) of a sequence list."""
+    from xlagen.engine.loops import processing
     return processing._sequence_table([(tuple(s), 0.0) for s in sequences])[0]
 
 
@@ -433,7 +430,6 @@ def test_new_lists_of_the_same_bucket_reuse_the_program():
     biases of the same size bucket (engine.buckets.list_slots / _sequence_table), and new
     penalty values, reuse the program and take effect; a longer list compiles once more."""
     from xlagen.engine import buckets
-from xlagen.engine.loops import processing
     name = "gpt2-tiny/chain_greedy"
     case, gen = CASES[name], generator("gpt2-tiny")
     ids, mask = _inputs("gpt2-tiny")

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import FIXTURES, fixture_path, reference
-from xlagen.engine import GenerationArgumentError, load, options
-from xlagen.engine.cli import bad_words_ids, main
+from xlagen.engine import GenerationArgumentError, defaults, load
+from xlagen.engine.jobs.cli import bad_words_ids, main
 
 NEW = 8
 
@@ -165,10 +165,10 @@ def _field_list():
 def test_every_generation_config_field_is_applied_warned_or_harmless():
     """transformers 4.57's GenerationConfig fields, recorded by tools/make_control_fixtures.py: a
     new field must be sorted into one of the three sets before this passes."""
-    known = set(options.DEFAULTS) | set(options.NOT_APPLIED) | options.IGNORED
+    known = set(defaults.DEFAULTS) | set(defaults.NOT_APPLIED) | defaults.IGNORED
     assert [f for f in _field_list() if f not in known] == []
-    assert not set(options.NOT_APPLIED) & (set(options.DEFAULTS) | options.IGNORED)
-    assert not set(options.DEFAULTS) & options.IGNORED
+    assert not set(defaults.NOT_APPLIED) & (set(defaults.DEFAULTS) | defaults.IGNORED)
+    assert not set(defaults.DEFAULTS) & defaults.IGNORED
 
 
 def _folder_with(tmp_path, **generation):

@@ -2,7 +2,7 @@
 import os
 
 from xlagen.engine import load
-from xlagen.engine.cli import main
+from xlagen.engine.jobs.cli import main
 
 
 def test_loads_from_the_package_without_network():

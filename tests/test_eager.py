@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from conftest import fixture_path, generator, reference
 from xlagen.engine import GenerationArgumentError
-from xlagen.engine.cli import main
+from xlagen.engine.jobs.cli import main
 from xlagen.kernels import attention
 
 FAMILIES = ["gpt2-tiny", "opt-tiny", "t5-v1_1-tiny"]

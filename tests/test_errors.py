@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import fixture_path, generator
 from xlagen import models
-from xlagen.engine import options
+from xlagen.engine import defaults, options
 from xlagen.engine import (CheckpointFormatError, CheckpointNotFoundError, GenerationArgumentError, MemoryLimitError,
                            XlagenError, load)
 
@@ -281,7 +281,7 @@ def test_random_safetensors_headers_give_only_xlagen_errors(tmp_path_factory, da
 
 
 @PROPERTY_SETTINGS
-@given(kwargs=st.dictionaries(st.sampled_from(sorted(options.DEFAULTS) + sorted(options.EXTRA)), _json_values(), max_size=5))
+@given(kwargs=st.dictionaries(st.sampled_from(sorted(defaults.DEFAULTS) + sorted(defaults.EXTRA)), _json_values(), max_size=5))
 def test_random_options_give_only_argument_errors(kwargs):
     gen = generator("gpt2-tiny")
     try:

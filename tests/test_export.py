@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from conftest import fixture_path, generator
 from xlagen.engine import GenerationArgumentError
-from xlagen.engine.cli import main
+from xlagen.engine.jobs.cli import main
 
 P, N = 8, 6
 

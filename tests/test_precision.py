@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 
 from conftest import fixture_path
 from xlagen.engine import CheckpointFormatError, GenerationArgumentError, load
-from xlagen.engine.cli import main
+from xlagen.engine.jobs.cli import main
 from xlagen.kernels import precision
 
 LOW = {"bf16": dict(dtype="bfloat16"), "int8": dict(quantize="int8")}

@@ -61,7 +61,8 @@ class XlagenModelHandler(ModelHandler):
 
     def load_model(self):
         """Load the checkpoint (once per worker process): a Generator."""
-        from xlagen.engine import enable_compile_cache, load
+        from xlagen.engine.compile_cache import enable_compile_cache
+        from xlagen.engine.generator import load
         enable_compile_cache(self._compile_cache)
         return load(self._model, revision=self._revision, **self._load_kwargs)
 
@@ -85,13 +86,13 @@ def generate(todo, pipeline_args, model=None, revision=None, batch_size=None, co
     back what it wrote.
 
     Args:
-      todo: list of engine.batch.Prompt to generate.
+      todo: list of jobs.batch.Prompt to generate.
       pipeline_args: list of str, Beam's own options (--runner DirectRunner, --direct-num-workers 2, ...).
       model, revision, batch_size, compile_cache, options, load_kwargs: as for XlagenModelHandler.
       staging: where the workers write their result shards, a folder every worker and this
         process can reach (gs://... on Dataflow); None: a temporary local folder.
     Returns:
-      (list of engine.batch.result objects (dicts), in no particular order; new tokens generated: int).
+      (list of jobs.batch.result objects (dicts), in no particular order; new tokens generated: int).
     """
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems

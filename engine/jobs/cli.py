@@ -293,7 +293,8 @@ def _batch(args, gen):
 
 
 def _run(args):
-    from xlagen.engine import enable_compile_cache, load
+    from xlagen.engine.compile_cache import enable_compile_cache
+    from xlagen.engine.generator import load
     from xlagen.kernels.errors import XlagenError
     if not getattr(args, "eager", False):
         enable_compile_cache(args.compile_cache)

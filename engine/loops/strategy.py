@@ -80,7 +80,6 @@ def knob_tensors(opts, context_width, stop_arrays=()):
                  controls=tf.nest.map_structure(tf.constant, controls))
 
 
-
 LOOPS = ("rows", "beam", "contrastive", "multi_token")
 CHOICES = ("argmax", "draw")
 

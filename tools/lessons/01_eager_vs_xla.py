@@ -1,6 +1,6 @@
 """Lesson 1: what does compiling the decode loop buy?
 
-xlagen's decode loop (engine/decode.py) and models (models/*.py) are plain Python functions of
+xlagen's decode loops (engine/loops/) and models (models/*.py) are plain Python functions of
 TensorFlow ops. The same functions run three ways here:
 
   eager        op by op from Python: generate(..., jit_compile=False). Every op is a Python

@@ -3,7 +3,7 @@
 tf.function traces again for every new value of a Python argument: a Python float is part of
 the program, so temperature=0.7 and temperature=0.8 are two programs, each compiled (this is why
 transformers' TF generate recompiles when a sampling option changes). xlagen passes every
-numeric option as a tensor (engine/decode.py `Knobs`, built by `knob_tensors`), so a new value
+numeric option as a tensor (engine/loops/strategy.py `Knobs`, built by `knob_tensors`), so a new value
 is only new data for the same program.
 
 Here ten temperatures run through generate() (one trace), then through a naive tf.function
