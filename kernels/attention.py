@@ -97,8 +97,8 @@ def attend_step(q, k, v, kv, layout, scale, prompt_bias=None, new_bias=None):
         new_scores = tf.reshape(slot_scores, [b, heads, 1, steps])
     else:  # each row keeps the slots on its own ancestry; select [B, 1, G, N, G(source row)]
         # Samples never reorder, yet take this path too: reading only each row's own slots
-        # (multiply-reduce over new_k as [B*H, N, G, D]) measured the same, 4 samples of GPT-2:
-        # 33.7 against 33.8-35.0 ms a step at 8+32 tokens, 39.1-39.7 against 38.9-39.8 at 128+128.
+        # (multiply-reduce over new_k as [B*H, N, G, D]) measured the same speed, so one path
+        # serves both (BENCHMARKS.md, "Measurements behind the code").
         select = tf.one_hot(layout.ancestry, group, dtype=q.dtype)[:, None]
         new_scores = tf.reduce_sum(tf.reshape(slot_scores, [b, heads, group, steps, group]) * select, axis=-1)
     new_scores += bias_from_mask(tf.range(steps) <= layout.step, q.dtype)

@@ -15,20 +15,17 @@ except ImportError:  # pragma: no cover
 
 
 # Up to this many rows (a decode step's batch x beams), the product is computed as
-# kernel @ x^T: XLA:CPU's Eigen call then streams the kernel without packing it, 2x faster
-# at 4-16 rows (GPT-2's LM head, 4 rows: 6.1 instead of 13.9 ms). From 128 rows (prefill)
-# x @ kernel^T is as fast or faster.
+# kernel @ x^T: XLA:CPU's Eigen call then streams the kernel without packing it, which is
+# faster for a decode step's few rows. For a prefill's many rows x @ kernel^T is as fast or
+# faster (BENCHMARKS.md, "Measurements behind the code").
 _STREAMED_ROWS = 64
 
 # The largest float32 kernel (elements) a one-row product runs as _row_product's loop fusion; a
-# larger one runs as XLA's matrix-vector call (of the benchmarked shapes only the LM heads: 16.4M
-# elements in T5-small, 38.6M in GPT-2 and OPT-125m; larger models' MLP kernels pass it too). On
-# the 2026-12-03 host the loop streamed GPT-2's 154 MB head at 2/3 of the call's speed (50257x768
-# chained in a while loop: 2 threads 4.7 against 3.3 ms, one thread 9.6 against 7.2), and was
-# about even with the call on kernels up to 3072x768; T5's 32128x512 head was judged by the
-# whole call only. Whole greedy call, 8+32 tokens, same process, best of 12: T5-small 5.93 ->
-# 5.23 ms/token, GPT-2-small 19.1 -> 18.1 (all products in the loop -> heads on the call;
-# limits of 1.1M and 2M elements were no better).
+# larger one runs as XLA's matrix-vector call. Of the benchmarked shapes only the LM heads pass
+# it; larger models' MLP kernels pass it too. On a large head the loop streams slower than the
+# call; on the smaller kernels the two are about even. The whole greedy call was faster with the
+# heads on the call, and lower limits were no better
+# (BENCHMARKS.md, "Measurements behind the code").
 _ROW_LOOP_ELEMENTS = 8 << 20
 
 
@@ -53,12 +50,12 @@ def _product(rows, kernel):
 
     When the barrier went in, XLA:CPU without it fused a few-row product with what follows (the
     bias or residual add, and the transpose of kernel @ x^T) and emitted the fusion as a
-    single-threaded loop, which streamed the kernel at ~20 GB/s; the bare dot ran on every core
-    (one row: XLA's tiled matrix-vector kernel in work groups; more: an Eigen call) at ~28 GB/s
-    (4 rows of a 3072x768 kernel: 0.74 ms fused, 0.41 ms bare). Since then (2026-12-02) the
+    single-threaded loop, which streamed the kernel slower than the bare dot on every core (one
+    row: XLA's tiled matrix-vector kernel in work groups; more: an Eigen call). Since then the
     after-optimizations HLO was found to hold none of these barriers (XLA:CPU drops them before
     its fusion passes), so what they still steer is the passes before that, loop-invariant code
-    motion among them. Not re-measured without the barrier since.
+    motion among them. Not re-measured without the barrier since
+    (BENCHMARKS.md, "Measurements behind the code").
 
     With M unknown at trace time (a SavedModel with an open batch) the order is chosen by
     tf.cond on the row count, which XLA folds once it compiles for a batch size: the same
@@ -145,20 +142,15 @@ def _row_product(row, values):
     """row [1, in] float32 @ values[out, in]^T (float32, bfloat16 or int8) -> [1, out] float32,
     as one XLA:CPU loop fusion that reads each stored weight once.
 
-    On the 2026-12-02 host that loop streamed a float32 kernel faster than XLA's matrix-vector
-    call for every shape of these models (one row, chained products in a while loop, best of 10,
-    ms): 512x512 0.051 -> 0.018, 2048x512 0.114 -> 0.086, 512x2048 0.100 -> 0.092, 32128x512
-    2.66 -> 1.81, 768x768 0.084 -> 0.061, 3072x768 0.380 -> 0.227, 768x3072 0.239 -> 0.202,
-    50257x768 4.78 -> 3.00. On the 2026-12-03 host (480 MB of shared L3) the two were even up to
-    3072x768 and the loop lost on the 154 MB head, so float32 kernels past _ROW_LOOP_ELEMENTS
-    take the call.
+    For a float32 kernel the loop streams at least as fast as XLA's matrix-vector call on the
+    smaller kernels, but slower on a large head, so float32 kernels past _ROW_LOOP_ELEMENTS take
+    the call (BENCHMARKS.md, "Measurements behind the code").
     XLA fuses a matrix-vector product into a loop only from a producer of its matrix: a
     narrow kernel has its widening; a float32 one is multiplied by a 1 that XLA cannot fold
     (it depends on the row), exact for every finite weight. The product is multiplied by the
     same 1 so that XLA does not fuse it with a following bias add instead (an output fusion,
-    after which the kernel's producer is computed into a full copy every step). Whole greedy
-    step, float32, same process, best of 12, on the 2026-12-02 host with every product in the
-    loop: GPT-2-small shape 19.1 -> 13.0 ms, OPT-125m 18.8 -> 15.9, T5-small 7.3 -> 4.3.
+    after which the kernel's producer is computed into a full copy every step). With every
+    product in this loop the whole float32 greedy step was faster on each benchmarked shape.
     """
     row, tied = _tie(_materialized(row), values)
     one = 1.0 + 0.0 * row[0, 0]
@@ -215,7 +207,8 @@ def stack(block, x, inputs):
     nested tf.function that takes them as arguments; the layers then call that one trace.
     Inside a while loop (the decode step) tf2xla also converts the call once ("_noinline":
     keep it a call) and XLA inlines it again, so the compiled program is the unrolled one.
-    GPT-2 greedy's first call: tracing 1.3 -> 0.4 s, tf2xla 1.15 -> 0.6 s.
+    Tracing and converting one layer instead of each cuts a program's first call (BENCHMARKS.md,
+    "Measurements behind the code").
 
     Args:
       block: python function (x, *args) -> (x, output); output any nest of tensors, or None.

@@ -51,9 +51,9 @@ def largest_key_where(keys, holds):
     ways = _candidates(keys.shape[0]) + 1
     steps = tf.range(1, ways, dtype=tf.int64)[None, :]  # [1, C]
     # A fixed number of passes, with no convergence test (once converged a pass changes
-    # nothing), in a while loop rather than unrolled: the same speed at V = 50257 (B = 1, 4, 16:
-    # within 3%), and XLA compiles one pass instead of 17-33 (a sampling program's first call
-    # 11.1 -> 5.8 s on the 2-layer test GPT-2).
+    # nothing), in a while loop rather than unrolled: the loop runs at the unrolled passes' speed,
+    # and XLA compiles one pass instead of all of them, which shortens a sampling program's first
+    # call (BENCHMARKS.md, "Measurements behind the code").
     def narrow(lo, hi):
         cand = lo + (hi - lo) * steps // ways  # [B, C], ascending, in [lo, hi)
         ok = holds(tf.cast(tf.clip_by_value(cand, -2**31, 2**31 - 1), tf.int32))

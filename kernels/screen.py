@@ -23,11 +23,10 @@ The radius is rigorous with Higham's bound on a float32 dot product of length E,
 worst case of rounding: |fl(a . b) - a . b| <= gamma_E |a| |b| with gamma_E ~ E 2**-24, taken
 for both the screen's product and the exact one, and for |x|.
 
-Measured on the 2026-12-03 host (BENCHMARKS.md, "The head screen", has the whole steps): the
-head alone in a chained while loop, GPT-2-small's 3.9-4.1 ms float32 against 1.6-1.9 screened,
-T5-small's 1.3-1.4 against 0.6-0.75. The int8 radius is ~0.6% of |table[v]|: on 270 steps of
-the bundled model the best bound alone decided 87% of them and the best 4 all of them
-(tools/lessons/09_head_screen.py counts them for any checkpoint).
+The screened head takes well under the float32 head's time. The int8 radius is a small part
+of |table[v]|, so on a trained model the best few bounds decide a step
+(tools/lessons/09_head_screen.py counts them for any checkpoint). BENCHMARKS.md has the figures:
+"The head screen" the whole steps, "Measurements behind the code" the head alone.
 """
 import numpy as np
 import tensorflow as tf
@@ -35,16 +34,17 @@ import tensorflow as tf
 from . import layers, precision
 
 # Candidates are taken PER_PASS at a time, the best bound of each of PER_PASS slices of the
-# vocabulary (one pass over the bounds finds them all; tf.math.top_k sorts on XLA:CPU, 6-11 ms
-# here), for at most MAX_PASSES passes before the step falls back to the whole float32 head.
-# The best 32 bounds decided every step of the random GPT-2-small-shaped benchmark checkpoint
-# (std 0.02, nearly flat logits), the best 16 88% of them; a trained model's step needs 1-4.
+# vocabulary (one pass over the bounds finds them all; tf.math.top_k sorts on XLA:CPU, which
+# costs more than the screen saves), for at most MAX_PASSES passes before the step falls back
+# to the whole float32 head. A trained model's step needs only the first few bounds; the
+# passes leave room for nearly flat logits, as in the random benchmark checkpoint
+# (BENCHMARKS.md, "Measurements behind the code").
 PER_PASS = 16
 MAX_PASSES = 4
 
 # Heads of fewer elements get no screen unless asked for (load(head_screen=True)): up to a few
-# MB the float32 head is read from cache, and the screen's passes cost what it saves (the bundled
-# model's 3072x192 head: 0.48 against 0.47 ms per token).
+# MB the float32 head is read from cache, and the screen's passes cost what it saves
+# (BENCHMARKS.md, "Measurements behind the code").
 MIN_ELEMENTS = 1 << 22
 
 # Added to every bound: XLA:CPU flushes subnormal results to zero, so each operation of the dots
@@ -87,7 +87,8 @@ class HeadScreen(tf.Module):
 
         # The error row in float32 is within 2**-23 |dequantized row| of the real one; the screen's
         # dot, the exact dot and |x| each round: a gamma of |x| |row| for each dot, and |x| may be
-        # low by a relative gamma. Float32 throughout (float64 took 3.4 s for GPT-2's head, this 0.4).
+        # low by a relative gamma. Float32 throughout: float64 builds a large head's screen several
+        # times slower (BENCHMARKS.md, "Measurements behind the code").
         error = norms(table - dequantized) + 2.0 ** -22 * norms(dequantized)
         radius = (error + 2 * gamma * (norms(table) + norms(dequantized))) * (1 + 4 * gamma)
         radius = np.nextafter(radius.astype(np.float32), np.float32(np.inf))
@@ -153,8 +154,8 @@ def argmax(x, table, screen, banned):
         live = tf.logical_and(bound > -np.inf, bound >= best[:, None])
         top, first = _best(tf.concat([tf.where(live, logits, -np.inf), best[:, None]], 1),
                            tf.concat([ids, token[:, None]], 1))
-        # Struck by a compare over the bounds, not a scatter: XLA:CPU's scatter in this loop added
-        # 0.1-0.2 s to the program's compile for no faster step.
+        # Struck by a compare over the bounds, not a scatter: XLA:CPU's scatter in this loop made
+        # the program's compile longer for no faster step (BENCHMARKS.md, "Measurements behind the code").
         upper = tf.where(tf.range(width) == place[..., None], -np.inf, upper)
         return (upper,) + pick(upper) + (top, first)
 
