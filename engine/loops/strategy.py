@@ -135,15 +135,14 @@ class Strategy(NamedTuple):
 def strategy_for(opts, stop_key=()):
     """The static part of a call's options (engine.options.Options) as a Strategy; stop_key:
     the stop-string tables' static key (engine.stop_strings), () without."""
-    drafter = ("lookup" if opts.prompt_lookup_num_tokens else "assisted" if opts.assistant_model is not None
-               else None)
-    loop = ("beam" if opts.num_beams > 1 else "multi_token" if drafter else "rows" if opts.do_sample
-            else "contrastive" if opts.penalty_alpha > 0 else "rows")
+    beams = opts.num_beams > 1  # beam search takes no drafts
+    drafter = (None if beams else "lookup" if opts.prompt_lookup_num_tokens
+               else "assisted" if opts.assistant_model is not None else None)
+    loop = ("beam" if beams else "multi_token" if drafter
+            else "contrastive" if not opts.do_sample and opts.penalty_alpha > 0 else "rows")
     group = {"beam": opts.num_beams, "contrastive": opts.top_k}.get(loop, opts.num_return_sequences)
     drafts = {"lookup": (opts.prompt_lookup_num_tokens, opts.max_matching_ngram_size, None),
               "assisted": (opts.num_assistant_tokens, 0, getattr(opts.assistant_model, "model", None))}
-    if loop != "multi_token":
-        drafter = None
     return Strategy(loop, "draw" if opts.do_sample else "argmax", group, opts.num_return_sequences,
                     opts.no_repeat_ngram_size, eos_slots(opts.eos_token_ids), opts.output_scores,
                     processing.controls_for(opts.controls, stop_key), drafter, *drafts.get(drafter, (0, 0, None)))
